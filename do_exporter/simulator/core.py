@@ -1,0 +1,777 @@
+"""The simulator: state (accounts, namespaces, tokens, budgets, faults, stats) and answers.
+
+:meth:`Simulator.handle` turns one request into a :class:`Response`; ``server.py`` only moves
+bytes. Every piece of mutable state sits behind one lock; ids are hashed outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from do_exporter.simulator import responses as r
+from do_exporter.simulator.faults import (
+    PRE_AUTH,
+    Fault,
+    QueuedFault,
+    RuleState,
+    make_fault,
+)
+from do_exporter.simulator.ids import (
+    decode_cursor,
+    encode_cursor,
+    namespace_key,
+    object_ids_hex,
+    ratio_fraction,
+    stored_count,
+    stored_flags,
+)
+from do_exporter.simulator.responses import Response
+from do_exporter.simulator.scenario import (
+    HEX32,
+    AccountSpec,
+    NamespaceSpec,
+    Scenario,
+    ScenarioError,
+    TokenSpec,
+    namespace_from_dict,
+)
+from do_exporter.simulator.server import SimulatorServer
+
+ADMIN_PREFIX = "/__simulator/"
+_OBJECTS_TRUE = '","hasStoredData":true},{"id":"'
+_OBJECTS_FALSE = '","hasStoredData":false},{"id":"'
+_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("accounts", re.compile(r"^/accounts/?$")),
+    ("namespaces", re.compile(r"^/accounts/([^/]+)/workers/durable_objects/namespaces/?$")),
+    (
+        "objects",
+        re.compile(r"^/accounts/([^/]+)/workers/durable_objects/namespaces/([^/]+)/objects/?$"),
+    ),
+    ("verify", re.compile(r"^/user/tokens/verify/?$")),
+    ("verify", re.compile(r"^/accounts/([^/]+)/tokens/verify/?$")),
+)
+
+
+@dataclass
+class _Namespace:
+    """A namespace at run time: its count is ``base`` plus growth since ``epoch``."""
+
+    spec: NamespaceSpec
+    key: bytes
+    ratio: Fraction
+    base: int
+    growth_per_minute: float
+    epoch: float
+
+    def count(self, now: float) -> int:
+        grown = math.floor(self.growth_per_minute * (now - self.epoch) / 60.0)
+        return max(0, self.base + grown)
+
+    def rebase(self, now: float, base: int) -> None:
+        self.base = max(0, base)
+        self.epoch = now
+
+    def json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.spec.id}
+        for key, value in (
+            ("name", self.spec.name),
+            ("script", self.spec.script),
+            ("class", self.spec.class_name),
+            ("use_sqlite", self.spec.use_sqlite),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass
+class _Budget:
+    start: float
+    used: int = 0
+
+
+@dataclass
+class _Stats:
+    requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    objects_served: int = 0
+    rate_limited: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        total = sum(sum(by_status.values()) for by_status in self.requests.values())
+        return {
+            "requests_total": total,
+            "requests": {e: dict(s) for e, s in self.requests.items()},
+            "faults": dict(self.faults),
+            "objects_served": self.objects_served,
+            "rate_limited": self.rate_limited,
+        }
+
+
+class Simulator:
+    """A fake Cloudflare API serving a :class:`Scenario` over real HTTP.
+
+    ``clock`` (seconds, monotonic) drives growth and the request budget, so tests can move
+    time; latency and delays use real time. Usable as a context manager (starts and stops).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.host = host
+        self.port = port
+        self._clock = clock
+        self._seed = scenario.seed if seed is None else seed
+        self._secret = f"cursor-secret-{self._seed}".encode()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self._seed)
+        self._stopping = threading.Event()
+        self._server: SimulatorServer | None = None
+        self._thread: threading.Thread | None = None
+        now = clock()
+        self._accounts: dict[str, AccountSpec] = {a.id: a for a in scenario.accounts}
+        self._namespaces: dict[str, dict[str, _Namespace]] = {
+            a.id: {ns.id: self._new_namespace(a.id, ns, now) for ns in a.namespaces}
+            for a in scenario.accounts
+        }
+        self._tokens: dict[str, TokenSpec] = {t.value: t for t in scenario.tokens}
+        self._budgets: dict[str, _Budget] = {}
+        self._queue: list[QueuedFault] = []
+        self._rules = [RuleState(rule) for rule in scenario.faults.rules]
+        self._stats = _Stats()
+
+    # ---- life cycle -------------------------------------------------------------------
+    def start(self) -> Simulator:
+        """Listen and serve in a daemon thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._stopping.clear()
+        self._server = SimulatorServer((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="do-exporter-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every open connection and wake sleeping answers."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.close_all()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The server's root, e.g. ``http://127.0.0.1:41234``; the admin API is under it."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:41234/client/v4``."""
+        return self.url + self.scenario.base_path
+
+    @property
+    def token(self) -> str:
+        """A token that is active and reaches every account it lists (the first such)."""
+        with self._lock:
+            for spec in self._tokens.values():
+                if spec.status == "active" and spec.owner == "user":
+                    return spec.value
+            for spec in self._tokens.values():
+                if spec.status == "active":
+                    return spec.value
+        raise RuntimeError("the scenario has no active token left")
+
+    @property
+    def account_ids(self) -> list[str]:
+        """Every account id of the scenario, in scenario order."""
+        return list(self._accounts)
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set while stopping; delays wait on it so stop() never hangs."""
+        return self._stopping
+
+    # ---- control ----------------------------------------------------------------------
+    def namespace_ids(self, account_id: str) -> list[str]:
+        """The ids of the namespaces an account has now."""
+        with self._lock:
+            return list(self._account_namespaces(account_id))
+
+    def expected(self, account_id: str, namespace_id: str) -> tuple[int, int]:
+        """``(objects, with_stored_data)`` a full walk of the namespace returns right now."""
+        with self._lock:
+            ns = self._namespace(account_id, namespace_id)
+            count = ns.count(self._clock())
+            return count, stored_count(ns.ratio, count)
+
+    def set_objects(self, account_id: str, namespace_id: str, count: int) -> None:
+        """Set a namespace's object count now (growth continues from there)."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._namespace(account_id, namespace_id).rebase(self._clock(), count)
+
+    def add_objects(self, account_id: str, namespace_id: str, delta: int) -> None:
+        """Add (or, negative, remove from the end) objects of a namespace."""
+        with self._lock:
+            ns = self._namespace(account_id, namespace_id)
+            now = self._clock()
+            ns.rebase(now, ns.count(now) + delta)
+
+    def set_growth(self, account_id: str, namespace_id: str, per_minute: float) -> None:
+        """Change how many objects a namespace gains per minute from now on."""
+        with self._lock:
+            ns = self._namespace(account_id, namespace_id)
+            now = self._clock()
+            ns.rebase(now, ns.count(now))
+            ns.growth_per_minute = float(per_minute)
+
+    def add_namespace(self, account_id: str, namespace: Mapping[str, Any]) -> str:
+        """Add a namespace (scenario format) to an account; returns its id."""
+        with self._lock:
+            existing = self._account_namespaces(account_id)
+            spec = namespace_from_dict(
+                dict(namespace), "namespace", self._seed, account_id, len(existing) + 1000
+            )
+            if spec.id in existing:
+                raise ScenarioError(f"namespace {spec.id} already exists")
+            existing[spec.id] = self._new_namespace(account_id, spec, self._clock())
+            return spec.id
+
+    def remove_namespace(self, account_id: str, namespace_id: str) -> None:
+        """Delete a namespace: it leaves the list and its objects answer 10066."""
+        with self._lock:
+            self._namespace(account_id, namespace_id)
+            del self._namespaces[account_id][namespace_id]
+
+    def revoke_token(self, token: str) -> None:
+        """Revoke a token: from now on it is unknown to every endpoint."""
+        with self._lock:
+            if self._tokens.pop(token, None) is None:
+                raise KeyError("unknown token")
+            self._budgets.pop(token, None)
+
+    def inject(
+        self,
+        fault: str,
+        *,
+        endpoint: str = "*",
+        count: int | None = 1,
+        namespace_id: str | None = None,
+        **params: Any,
+    ) -> None:
+        """Make the next ``count`` matching requests fail with ``fault`` (None: until cleared).
+
+        ``endpoint`` is ``accounts|namespaces|objects|verify|other|*``. Queued faults are
+        used first-in first-out and take precedence over the scenario's random rules.
+        """
+        if count is not None and count < 1:
+            raise ValueError("count must be >= 1 or None")
+        spec = make_fault(fault, {"endpoint": endpoint, "namespace_id": namespace_id, **params})
+        with self._lock:
+            self._queue.append(QueuedFault(spec, count))
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault and end any running burst (scenario rules stay)."""
+        with self._lock:
+            self._queue.clear()
+            for state in self._rules:
+                state.burst_left = 0
+
+    def stats(self) -> dict[str, Any]:
+        """Requests served by endpoint and status (``disconnect``/``drop`` for cut answers)."""
+        with self._lock:
+            return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Forget every count."""
+        with self._lock:
+            self._stats = _Stats()
+
+    def info(self) -> dict[str, Any]:
+        """What the CLI prints on start: ``api_url``, ``token``, ``account_ids``."""
+        return {"api_url": self.api_url, "token": self.token, "account_ids": self.account_ids}
+
+    # ---- answering --------------------------------------------------------------------
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Response:
+        """Answer one request (``target`` is the path with its query string)."""
+        split = urlsplit(target)
+        path = split.path
+        if path.startswith(ADMIN_PREFIX):
+            return self._admin(method, path[len(ADMIN_PREFIX) :], split.query, body)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        endpoint, groups = self._route(path)
+        namespace_id = groups[1] if endpoint == "objects" else None
+        fault, delay = self._draw(endpoint, namespace_id)
+        if fault is not None and fault.kind in PRE_AUTH:
+            response = self._fault_answer(fault)
+        else:
+            response = self._answer(method, endpoint, groups, query, headers, fault)
+            if fault is not None:
+                response = self._alter(response, fault)
+        response.delay += delay
+        self._count(endpoint, response)
+        return response
+
+    def _route(self, path: str) -> tuple[str, tuple[str, ...]]:
+        base = self.scenario.base_path
+        if base and not (path == base or path.startswith(base + "/")):
+            return "other", ()
+        rest = path[len(base) :]
+        for endpoint, pattern in _ROUTES:
+            match = pattern.match(rest)
+            if match:
+                return endpoint, match.groups()
+        return "other", ()
+
+    def _draw(self, endpoint: str, namespace_id: str | None) -> tuple[Fault | None, float]:
+        """Pick this request's fault (queue first, then rules) and its latency, seeded."""
+        faults = self.scenario.faults
+        with self._lock:
+            delay = faults.latency_ms / 1000.0
+            if faults.jitter_ms:
+                delay += self._rng.uniform(0.0, faults.jitter_ms) / 1000.0
+            chosen: Fault | None = None
+            for i, queued in enumerate(self._queue):
+                if queued.fault.matches(endpoint, namespace_id):
+                    chosen = queued.fault
+                    if queued.remaining is not None:
+                        queued.remaining -= 1
+                        if queued.remaining == 0:
+                            del self._queue[i]
+                    break
+            if chosen is None:
+                for state in self._rules:
+                    if not state.rule.fault.matches(endpoint, namespace_id):
+                        continue
+                    if state.burst_left > 0:
+                        state.burst_left -= 1
+                    elif self._rng.random() < state.rule.rate:
+                        state.burst_left = state.rule.burst - 1
+                    else:
+                        continue
+                    state.fired += 1
+                    chosen = state.rule.fault
+                    break
+            if chosen is not None:
+                self._stats.faults[chosen.kind] = self._stats.faults.get(chosen.kind, 0) + 1
+                if chosen.kind == "delay" and chosen.seconds is not None:
+                    delay += chosen.seconds
+        return chosen, delay
+
+    def _fault_answer(self, fault: Fault) -> Response:
+        if fault.kind == "disconnect":
+            return Response(0, b"", action="disconnect")
+        status = fault.status or 500
+        headers: list[tuple[str, str]] = []
+        if fault.retry_after is not None:
+            headers.append(("Retry-After", _seconds(fault.retry_after)))
+        if fault.kind == "html":
+            headers.append(("Server", "cloudflare"))
+            return Response(status, r.html_page(status), r.HTML, headers)
+        default = r.RATE_LIMITED if status == 429 else r.UNKNOWN_ERROR
+        code = fault.code if fault.code is not None else default[0]
+        message = fault.message if fault.message is not None else default[1]
+        return Response(status, r.error_body(code, message), r.JSON, headers)
+
+    def _alter(self, response: Response, fault: Fault) -> Response:
+        """Transport-level faults that cut or spoil whatever answer was built."""
+        if fault.kind == "truncated":
+            response.body = response.body[: max(1, len(response.body) // 2)]
+        elif fault.kind == "invalid_json":
+            response.body = b'{"success":true,"result":[{"id":"' + b"\x00<html>oops"
+        elif fault.kind == "drop":
+            response.action = "drop"
+        return response
+
+    def _answer(
+        self,
+        method: str,
+        endpoint: str,
+        groups: tuple[str, ...],
+        query: dict[str, str],
+        headers: Mapping[str, str],
+        fault: Fault | None,
+    ) -> Response:
+        if endpoint == "other":
+            return r.error(404, r.NO_ROUTE)
+        if method != "GET":
+            return r.error(405, r.METHOD_NOT_ALLOWED)
+        token, denied = self._authenticate(headers)
+        if denied is not None:
+            return denied
+        if token is None:  # well-formed but unknown, or revoked: nothing is charged
+            if endpoint == "verify":
+                return r.error(401, r.INVALID_TOKEN)
+            return r.error(403, r.AUTH_ERROR)
+        limited, rate_headers = self._spend(token.value)
+        if limited is not None:
+            return limited
+        if endpoint == "verify":
+            response = self._verify(token, groups)
+        elif endpoint == "accounts":
+            response = self._list_accounts(token, query, fault)
+        else:
+            denied = self._check_account(token, groups[0], endpoint)
+            if denied is not None:
+                response = denied
+            elif endpoint == "namespaces":
+                response = self._list_namespaces(groups[0], query, fault)
+            else:
+                response = self._list_objects(groups[0], groups[1], query, fault)
+        response.headers.extend(rate_headers)
+        return response
+
+    def _authenticate(self, headers: Mapping[str, str]) -> tuple[TokenSpec | None, Response | None]:
+        value = _header(headers, "authorization")
+        if value is None:
+            return None, r.error(400, r.MISSING_AUTH)
+        scheme, _, token = value.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
+            return None, r.error(400, r.BAD_HEADERS, r.BAD_AUTH_FORMAT)
+        with self._lock:
+            spec = self._tokens.get(token)
+        return spec, None
+
+    def _spend(self, token: str) -> tuple[Response | None, list[tuple[str, str]]]:
+        """Charge one request to the token's budget; a 429 once the window is spent."""
+        limit = self.scenario.rate_limit
+        with self._lock:
+            now = self._clock()
+            budget = self._budgets.get(token)
+            if budget is None or now >= budget.start + limit.window_seconds:
+                budget = self._budgets[token] = _Budget(start=now)
+            reset = max(1, math.ceil(budget.start + limit.window_seconds - now))
+            policy = (
+                "Ratelimit-Policy",
+                f'"default";q={limit.requests};w={_seconds(limit.window_seconds)}',
+            )
+            if budget.used >= limit.requests:
+                self._stats.rate_limited += 1
+                headers = [
+                    ("Retry-After", str(reset)),
+                    ("Ratelimit", f'"default";r=0;t={reset}'),
+                    policy,
+                ]
+                message = (
+                    f"More than {limit.requests} requests per {_seconds(limit.window_seconds)}"
+                    f" seconds reached. {r.RATE_LIMITED[1]}"
+                )
+                answer = r.error(429, (r.RATE_LIMITED[0], message))
+                answer.headers.extend(headers)
+                return answer, []
+            budget.used += 1
+            remaining = limit.requests - budget.used
+        return None, [("Ratelimit", f'"default";r={remaining};t={reset}'), policy]
+
+    def _verify(self, token: TokenSpec, groups: tuple[str, ...]) -> Response:
+        if groups:  # /accounts/{id}/tokens/verify
+            account_id = groups[0]
+            if not HEX32.match(account_id):
+                return _no_route_for(f"/accounts/{account_id}/tokens/verify")
+            ok = token.owner == "account" and token.accounts == (account_id,)
+        else:
+            ok = token.owner == "user"
+        if not ok:
+            return r.error(401, r.INVALID_TOKEN)
+        messages = [{"code": 10000, "message": "This API Token is valid and active"}]
+        if token.status != "active":
+            messages = []
+        result = json.dumps({"id": token.id, "status": token.status}, separators=(",", ":"))
+        return Response(200, r.success_body(result, None, messages))
+
+    def _check_account(self, token: TokenSpec, account_id: str, endpoint: str) -> Response | None:
+        if token.status != "active":
+            return r.error(403, r.AUTH_ERROR)
+        if not HEX32.match(account_id):
+            suffix = "/workers/durable_objects/namespaces"
+            return _no_route_for(f"/accounts/{account_id}{suffix}")
+        if account_id not in self._accounts:
+            return r.error(403, r.ACCOUNT_NOT_AUTHORISED)
+        if token.accounts is not None and account_id not in token.accounts:
+            return r.error(403, r.AUTH_ERROR)
+        return None
+
+    def _list_accounts(
+        self, token: TokenSpec, query: dict[str, str], fault: Fault | None
+    ) -> Response:
+        if token.status != "active":
+            return r.error(403, r.AUTH_ERROR)
+        if token.owner == "account":
+            return r.error(400, r.ACCOUNT_TOKEN_LIST)
+        page = _int_param(query, "page", 1, 1, 10**9)
+        per_page = _int_param(query, "per_page", 20, 5, 50)
+        if isinstance(page, Response):
+            return page
+        if isinstance(per_page, Response):
+            return per_page
+        visible = [
+            {"id": a.id, "name": a.name, "type": "standard", "created_on": "2021-03-04T05:06:07Z"}
+            for a in self._accounts.values()
+            if token.accounts is None or a.id in token.accounts
+        ]
+        return self._page(visible, page, per_page, fault)
+
+    def _list_namespaces(
+        self, account_id: str, query: dict[str, str], fault: Fault | None
+    ) -> Response:
+        page = _int_param(query, "page", 1, 1, 10**9)
+        per_page = _int_param(query, "per_page", 20, 1, 1000)
+        if isinstance(page, Response):
+            return page
+        if isinstance(per_page, Response):
+            return per_page
+        with self._lock:
+            items = [ns.json() for ns in self._namespaces[account_id].values()]
+        if self.scenario.max_per_page is not None:
+            per_page = min(per_page, self.scenario.max_per_page)
+        return self._page(items, page, per_page, fault)
+
+    def _page(
+        self, items: list[dict[str, Any]], page: int, per_page: int, fault: Fault | None
+    ) -> Response:
+        chunk = items[(page - 1) * per_page : page * per_page]
+        info = {
+            "page": page,
+            "per_page": per_page,
+            "count": len(chunk),
+            "total_count": len(items),
+            "total_pages": math.ceil(len(items) / per_page),
+        }
+        return self._success(json.dumps(chunk, separators=(",", ":")), info, fault)
+
+    def _success(
+        self, result_json: str, info: dict[str, Any] | None, fault: Fault | None
+    ) -> Response:
+        kind = fault.kind if fault is not None else None
+        if kind == "success_false":
+            code = fault.code if fault is not None and fault.code is not None else 10013
+            message = fault.message if fault is not None and fault.message else r.UNKNOWN_ERROR[1]
+            return Response(200, r.error_body(code, message))
+        if kind == "wrong_type":
+            result_json = '{"items":' + result_json + "}"
+        if kind == "missing_result_info":
+            info = None
+        return Response(200, r.success_body(result_json, info))
+
+    def _list_objects(
+        self, account_id: str, namespace_id: str, query: dict[str, str], fault: Fault | None
+    ) -> Response:
+        limit = _int_param(query, "limit", 1000, 10, 10000)
+        if isinstance(limit, Response):
+            return limit
+        if self.scenario.max_limit is not None:
+            limit = min(limit, self.scenario.max_limit)
+        with self._lock:
+            ns = self._namespaces[account_id].get(namespace_id)
+            count = ns.count(self._clock()) if ns is not None else 0
+        if ns is None:
+            return r.error(404, r.NAMESPACE_NOT_FOUND)
+        cursor = query.get("cursor", "")
+        start = 0
+        if cursor:
+            decoded = decode_cursor(ns.key, self._secret, cursor)
+            if decoded is None:
+                return r.bad_param("cursor is not a valid cursor for this namespace")
+            start = decoded
+        endless = fault is not None and fault.kind == "endless_cursor"
+        n = limit if endless else max(0, min(limit, count - start))
+        next_index = start + n
+        more = endless or next_index < count
+        next_cursor = encode_cursor(ns.key, self._secret, next_index) if more else ""
+        if fault is not None and fault.kind == "repeat_cursor":
+            next_cursor = cursor or encode_cursor(ns.key, self._secret, 0)
+        result_json = _objects_json(ns.key, ns.ratio, start, n)
+        info: dict[str, Any] = {"count": n, "per_page": limit}
+        shape = self.scenario.cursor_shape
+        if shape in ("both", "cursor"):
+            info["cursor"] = next_cursor
+        if shape in ("both", "cursors"):
+            info["cursors"] = {"after": next_cursor}
+        with self._lock:
+            self._stats.objects_served += n
+        return self._success(result_json, info, fault)
+
+    # ---- admin API --------------------------------------------------------------------
+    def _admin(self, method: str, action: str, query_string: str, body: bytes) -> Response:
+        try:
+            return self._admin_action(method, action, query_string, body)
+        except (KeyError, ValueError, TypeError) as exc:
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            return _admin_json(400, {"ok": False, "error": str(text)})
+
+    def _admin_action(self, method: str, action: str, query_string: str, body: bytes) -> Response:
+        if method == "GET":
+            query = {k: v[-1] for k, v in parse_qs(query_string).items()}
+            if action == "stats":
+                return _admin_json(200, self.stats())
+            if action == "info":
+                return _admin_json(200, self.info())
+            if action == "expected":
+                objects, stored = self.expected(query["account_id"], query["namespace_id"])
+                return _admin_json(200, {"objects": objects, "with_stored_data": stored})
+            return _admin_json(404, {"ok": False, "error": f"no admin endpoint GET {action}"})
+        if method != "POST":
+            return _admin_json(405, {"ok": False, "error": "use GET or POST"})
+        data = json.loads(body or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("the body must be a JSON object")
+        result: dict[str, Any] = {"ok": True}
+        if action == "inject":
+            params = dict(data)
+            kind = params.pop("fault")
+            self.inject(kind, **params)
+        elif action == "clear_faults":
+            self.clear_faults()
+        elif action == "reset_stats":
+            self.reset_stats()
+        elif action == "objects":
+            a, n = data["account_id"], data["namespace_id"]
+            if "count" in data:
+                self.set_objects(a, n, _admin_int(data["count"], "count"))
+            if "add" in data:
+                self.add_objects(a, n, _admin_int(data["add"], "add"))
+            if "growth_per_minute" in data:
+                self.set_growth(a, n, float(data["growth_per_minute"]))
+            objects, stored = self.expected(a, n)
+            result.update(objects=objects, with_stored_data=stored)
+        elif action == "namespaces/add":
+            result["id"] = self.add_namespace(data["account_id"], data["namespace"])
+        elif action == "namespaces/delete":
+            self.remove_namespace(data["account_id"], data["namespace_id"])
+        elif action == "tokens/revoke":
+            self.revoke_token(data["token"])
+        else:
+            return _admin_json(404, {"ok": False, "error": f"no admin endpoint POST {action}"})
+        return _admin_json(200, result)
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _new_namespace(self, account_id: str, spec: NamespaceSpec, now: float) -> _Namespace:
+        return _Namespace(
+            spec=spec,
+            key=namespace_key(self._seed, account_id, spec.id),
+            ratio=ratio_fraction(spec.stored_data_ratio),
+            base=spec.objects,
+            growth_per_minute=spec.growth_per_minute,
+            epoch=now,
+        )
+
+    def _account_namespaces(self, account_id: str) -> dict[str, _Namespace]:
+        try:
+            return self._namespaces[account_id]
+        except KeyError:
+            raise KeyError(f"unknown account {account_id}") from None
+
+    def _namespace(self, account_id: str, namespace_id: str) -> _Namespace:
+        try:
+            return self._account_namespaces(account_id)[namespace_id]
+        except KeyError:
+            raise KeyError(f"unknown namespace {namespace_id} in account {account_id}") from None
+
+    def _count(self, endpoint: str, response: Response) -> None:
+        status = response.action if response.action != "send" else str(response.status)
+        with self._lock:
+            by_status = self._stats.requests.setdefault(endpoint, {})
+            by_status[status] = by_status.get(status, 0) + 1
+
+
+def _objects_json(key: bytes, ratio: Fraction, start: int, n: int) -> str:
+    """The ``result`` list of an objects page, built by interleaving ids and separators."""
+    if n == 0:
+        return "[]"
+    hexes = object_ids_hex(key, start, n)
+    ids = [hexes[i : i + 64] for i in range(0, 64 * n, 64)]
+    seps = [_OBJECTS_TRUE if flag else _OBJECTS_FALSE for flag in stored_flags(ratio, start, n)]
+    parts: list[str] = [""] * (2 * n)
+    parts[0::2] = ids
+    parts[1::2] = seps
+    # The last separator opens an object that must not exist: cut it back to "}".
+    last = parts[-1]
+    parts[-1] = last[: last.index("}") + 1]
+    return '[{"id":"' + "".join(parts) + "]"
+
+
+def _int_param(
+    query: dict[str, str], name: str, default: int, low: int, high: int
+) -> int | Response:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        return r.bad_param(f"{name} variable must be a number between {low} and {high}")
+    return value
+
+
+def _no_route_for(path: str) -> Response:
+    return r.error(
+        400, (7003, f"Could not route to {path}, perhaps your object identifier is invalid?")
+    )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(math.ceil(value))
+
+
+def _admin_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    return value
+
+
+def _admin_json(status: int, data: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(data, separators=(",", ":")).encode())
