@@ -1,0 +1,229 @@
+"""``do-exporter`` command line: parse flags, build the config, run. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from . import __version__
+from .app import Exporter, StartupError, Target
+from .config import (
+    DEFAULT_API_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    DEMO_INTERVAL,
+    MIN_INTERVAL,
+    Config,
+    ConfigError,
+    RawOptions,
+    Secret,
+    build_config,
+)
+from .logs import configure
+
+PROG = "do-exporter"
+
+DESCRIPTION = """\
+Prometheus exporter for Cloudflare Durable Objects. Polls the Cloudflare API on an interval
+(namespaces, objects, objects with stored data) and serves the counts on /metrics.
+Every flag has an environment variable (shown in brackets); a flag wins over its variable."""
+
+EPILOG = f"""\
+examples:
+  {PROG} --demo                                   live metrics from the built-in simulator
+  {PROG} --api-token-file /run/secrets/cf-token   every account the token can read
+  {PROG} --account-id 0123456789abcdef0123456789abcdef --interval 120
+  {PROG} --once --demo                            poll once, print the metrics, exit
+
+The token needs "Workers Scripts Read" on the accounts to export (Account > Workers
+Scripts > Read). Endpoints: /metrics, /healthz, /readyz, /. Exit status: 0 ok, 1 --once
+poll incomplete, 2 bad configuration."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage block: the user asked for --help if they want it.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    api = p.add_argument_group("Cloudflare API")
+    api.add_argument(
+        "--api-token",
+        metavar="TOKEN",
+        help="API token [CLOUDFLARE_API_TOKEN]; prefer --api-token-file: a flag shows in ps",
+    )
+    api.add_argument(
+        "--api-token-file",
+        metavar="PATH",
+        help="read the API token from a file (Kubernetes/Docker secrets) "
+        "[CLOUDFLARE_API_TOKEN_FILE]",
+    )
+    api.add_argument(
+        "--account-id",
+        metavar="ID",
+        action="append",
+        default=[],
+        dest="account_ids",
+        help="account to export; repeat for several [CLOUDFLARE_ACCOUNT_ID, comma-separated]; "
+        "default: every account the token can read (GET /accounts)",
+    )
+    api.add_argument(
+        "--api-url",
+        metavar="URL",
+        help=f"API base URL [CLOUDFLARE_API_URL] (default {DEFAULT_API_URL})",
+    )
+    api.add_argument(
+        "--api-rate-limit",
+        metavar="N",
+        help="most API requests per 5 minutes, all accounts together "
+        f"[DO_EXPORTER_API_RATE_LIMIT] (default {DEFAULT_RATE_LIMIT}; Cloudflare allows "
+        "1200 per user for every tool together)",
+    )
+    api.add_argument(
+        "--api-timeout",
+        metavar="SECONDS",
+        help=f"read timeout of one API request [DO_EXPORTER_API_TIMEOUT] "
+        f"(default {DEFAULT_TIMEOUT:g})",
+    )
+    api.add_argument(
+        "--max-concurrency",
+        metavar="N",
+        help="most API requests in flight at once; the rate limit paces them "
+        f"[DO_EXPORTER_MAX_CONCURRENCY] (default {DEFAULT_CONCURRENCY})",
+    )
+    run = p.add_argument_group("polling and serving")
+    run.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        help=f"seconds between polls, at least {MIN_INTERVAL:g} [DO_EXPORTER_INTERVAL] "
+        f"(default 300; {DEMO_INTERVAL:g} with --demo)",
+    )
+    run.add_argument(
+        "--listen-address",
+        metavar="HOST:PORT",
+        help="where to serve /metrics [DO_EXPORTER_LISTEN_ADDRESS] (default :9877, "
+        "every interface)",
+    )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="poll once, print the metrics to stdout and exit: 0 if every account and "
+        "namespace was read, else 1",
+    )
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the built-in Cloudflare API simulator (no account or token needed)",
+    )
+    logs = p.add_argument_group("logging")
+    logs.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help="debug, info, warning or error [DO_EXPORTER_LOG_LEVEL] (default info)",
+    )
+    logs.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        help="json or console [DO_EXPORTER_LOG_FORMAT] (default console on a terminal, else json)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def parse_options(argv: Sequence[str] | None) -> RawOptions:
+    ns = build_parser().parse_args(argv)
+    return RawOptions(
+        api_token=ns.api_token,
+        api_token_file=ns.api_token_file,
+        account_ids=tuple(ns.account_ids),
+        api_url=ns.api_url,
+        interval=ns.interval,
+        listen_address=ns.listen_address,
+        api_rate_limit=ns.api_rate_limit,
+        api_timeout=ns.api_timeout,
+        max_concurrency=ns.max_concurrency,
+        log_level=ns.log_level,
+        log_format=ns.log_format,
+        once=ns.once,
+        demo=ns.demo,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = parse_options(argv)
+    try:
+        config = build_config(raw, os.environ, stderr_is_tty=sys.stderr.isatty())
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    configure(level=config.log_level, fmt=config.log_format, secrets=[config.api_token.reveal()])
+    simulator = None
+    if config.demo:
+        from .simulator import Simulator, demo_scenario
+
+        simulator = Simulator(demo_scenario(), host="127.0.0.1", port=0)
+        simulator.start()
+        target = Target(simulator.api_url, Secret(simulator.token), ())
+    else:
+        target = Target(config.api_url, config.api_token, config.account_ids)
+    try:
+        exporter = Exporter(config, target)
+        if config.once:
+            return _once(exporter)
+        return _serve(exporter, config)
+    except StartupError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+def _once(exporter: Exporter) -> int:
+    snapshot = exporter.poll_once()
+    sys.stdout.buffer.write(exporter.exposition())
+    sys.stdout.flush()
+    if snapshot.complete:
+        return 0
+    problems = []
+    for account in snapshot.accounts:
+        if not account.last_poll_success:
+            listed = (
+                "namespace list or counts failed"
+                if account.namespaces_listed
+                else ("namespace list failed")
+            )
+            problems.append(f"account {account.account_id}: {listed}")
+    if not problems:
+        problems.append("account discovery (GET /accounts) failed")
+    print(
+        f"{PROG}: incomplete poll: {'; '.join(problems)} (details in the log above)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _serve(exporter: Exporter, config: Config) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exporter.run(stop)
+    return 0

@@ -1,0 +1,591 @@
+"""The Cloudflare API client: requests, retries, envelopes, pagination.
+
+Where does a page get fetched? :meth:`CloudflareClient._get`, and nowhere else. Everything
+that turns a response body into data is a pure function below it (``parse_*``), tested with
+canned bodies.
+
+The client knows nothing about Prometheus: it reports each request to a
+:class:`RequestObserver` (the exporter's own metrics implement it).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import requests
+import structlog
+
+from . import __version__
+from .config import Secret
+from .model import Account, Namespace, ObjectCount
+from .ratelimit import Cancelled, RateLimiter
+
+log = structlog.get_logger("do_exporter.cloudflare")
+_T = TypeVar("_T")
+
+NAMESPACES_PER_PAGE = 1000  # the API's maximum
+ACCOUNTS_PER_PAGE = 50  # the API's maximum for /accounts
+OBJECTS_PER_PAGE = 10_000  # the API's maximum
+MAX_LIST_PAGES = 100  # page-number lists: an account holds at most ~500 namespaces
+MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
+
+RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+# Error codes for api_errors_total when Cloudflare gave none.
+TRANSPORT = "transport"
+INVALID_RESPONSE = "invalid_response"
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP attempt the client makes (for the exporter's own metrics)."""
+
+    def request_finished(self, endpoint: str, code: str, seconds: float) -> None: ...
+
+    def api_error(self, endpoint: str, error_code: str) -> None: ...
+
+    def ratelimit_remaining(self, remaining: int) -> None: ...
+
+
+class _NullObserver:
+    def request_finished(self, endpoint: str, code: str, seconds: float) -> None:
+        pass
+
+    def api_error(self, endpoint: str, error_code: str) -> None:
+        pass
+
+    def ratelimit_remaining(self, remaining: int) -> None:
+        pass
+
+
+class CloudflareAPIError(Exception):
+    """A request that did not give a usable answer, after any retries.
+
+    ``kind`` is ``"api"`` (Cloudflare said no: see ``codes``/``messages``), ``"http"`` (an
+    error status without a Cloudflare envelope, e.g. an HTML 502 from the edge),
+    ``"transport"`` (no response) or ``"invalid_response"`` (a body we cannot use).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        kind: str,
+        status: int | None = None,
+        codes: tuple[int, ...] = (),
+        messages: tuple[str, ...] = (),
+        cf_ray: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.kind = kind
+        self.status = status
+        self.codes = codes
+        self.messages = messages
+        self.cf_ray = cf_ray
+        self.retry_after = retry_after
+
+    @property
+    def not_found(self) -> bool:
+        """The resource does not exist (HTTP 404 with a Cloudflare envelope)."""
+        return self.kind == "api" and self.status == 404
+
+    @property
+    def error_codes(self) -> tuple[str, ...]:
+        """Labels for ``api_errors_total``: Cloudflare's codes, else a kind."""
+        if self.codes:
+            return tuple(str(code) for code in self.codes)
+        return (TRANSPORT,) if self.kind == TRANSPORT else (INVALID_RESPONSE,)
+
+    def __str__(self) -> str:
+        parts = [f"{self.endpoint}: {self.args[0]}"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        parts.extend(
+            f"code {code}: {msg}" for code, msg in zip(self.codes, self.messages, strict=False)
+        )
+        if self.cf_ray:
+            parts.append(f"cf-ray {self.cf_ray}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed requests are retried (transport errors, 408, 409, 429, 5xx).
+
+    Delay before retry n (1-based) is ``base * 2**(n-1)`` capped at ``max_backoff``, with
+    equal jitter (half fixed, half random), or ``Retry-After`` when the API sends a longer
+    one. A ``Retry-After`` above ``max_retry_after`` is not waited for inside a poll.
+    """
+
+    attempts: int = 4
+    base: float = 1.0
+    max_backoff: float = 30.0
+    max_retry_after: float = 900.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        delay: float = min(self.max_backoff, self.base * 2 ** (retry - 1))
+        return delay / 2 + rng.uniform(0, delay / 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Pure parsing: bytes and headers in, data or CloudflareAPIError out.
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    result: Any
+    result_info: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectsPage:
+    count: int
+    with_stored_data: int
+    cursor: str | None
+
+
+def parse_envelope(endpoint: str, status: int, body: bytes, cf_ray: str | None = None) -> Envelope:
+    """Decode a v4 envelope; raise :class:`CloudflareAPIError` unless it is a success."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        kind = "http" if status >= 400 else INVALID_RESPONSE
+        what = "non-JSON error page" if status >= 400 else "response is not a JSON object"
+        raise CloudflareAPIError(what, endpoint=endpoint, kind=kind, status=status, cf_ray=cf_ray)
+    codes, messages = _errors(doc.get("errors"))
+    if doc.get("success") is not True or status >= 400:
+        if not codes and status < 400:
+            raise CloudflareAPIError(
+                "success is not true and no error given",
+                endpoint=endpoint,
+                kind=INVALID_RESPONSE,
+                status=status,
+                cf_ray=cf_ray,
+            )
+        kind = "api" if codes else "http"
+        raise CloudflareAPIError(
+            "request failed",
+            endpoint=endpoint,
+            kind=kind,
+            status=status,
+            codes=codes,
+            messages=messages,
+            cf_ray=cf_ray,
+        )
+    info = doc.get("result_info")
+    if info is not None and not isinstance(info, dict):
+        raise CloudflareAPIError(
+            "result_info is not an object",
+            endpoint=endpoint,
+            kind=INVALID_RESPONSE,
+            status=status,
+            cf_ray=cf_ray,
+        )
+    return Envelope(result=doc.get("result"), result_info=info)
+
+
+def _errors(raw: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    codes: list[int] = []
+    messages: list[str] = []
+    if isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, dict) and isinstance(item.get("code"), int):
+                codes.append(item["code"])
+                messages.append(str(item.get("message", ""))[:300])
+    return tuple(codes), tuple(messages)
+
+
+def _result_list(endpoint: str, env: Envelope, status: int) -> list[dict[str, Any]]:
+    result = env.result
+    if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
+        raise CloudflareAPIError(
+            "result is not a list of objects",
+            endpoint=endpoint,
+            kind=INVALID_RESPONSE,
+            status=status,
+        )
+    return result
+
+
+def parse_namespace(item: Mapping[str, Any]) -> Namespace | None:
+    """A namespace from one list item, or None when it has no usable id."""
+    ns_id = item.get("id")
+    if not isinstance(ns_id, str) or not ns_id:
+        return None
+
+    def text(key: str) -> str | None:
+        value = item.get(key)
+        return value if isinstance(value, str) else None
+
+    sqlite = item.get("use_sqlite")
+    return Namespace(
+        id=ns_id,
+        name=text("name"),
+        class_name=text("class"),
+        script=text("script"),
+        use_sqlite=sqlite if isinstance(sqlite, bool) else None,
+    )
+
+
+def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> ObjectsPage:
+    """Count one page of objects and find the next cursor.
+
+    The next cursor is ``result_info.cursor`` (the spec, the seed, Cloudflare's emulator) or
+    else ``result_info.cursors.after`` (the current SDKs). A page without ``result_info``
+    cannot say whether more pages follow, so it is an invalid response, never a short count.
+    """
+    env = parse_envelope("objects", status, body, cf_ray)
+    items = _result_list("objects", env, status)
+    if env.result_info is None:
+        raise CloudflareAPIError(
+            "result_info missing: cannot tell whether more objects follow",
+            endpoint="objects",
+            kind=INVALID_RESPONSE,
+            status=status,
+            cf_ray=cf_ray,
+        )
+    with_data = sum(1 for item in items if item.get("hasStoredData") is True)
+    return ObjectsPage(len(items), with_data, next_cursor(env.result_info))
+
+
+def next_cursor(info: Mapping[str, Any]) -> str | None:
+    cursor = info.get("cursor")
+    if not isinstance(cursor, str) or not cursor:
+        cursors = info.get("cursors")
+        after = cursors.get("after") if isinstance(cursors, dict) else None
+        cursor = after if isinstance(after, str) else None
+    return cursor or None
+
+
+_RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=(\d+)")
+_RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=(\d+)")
+
+
+def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
+    """Requests remaining and seconds until the window resets, from either header style.
+
+    ``Ratelimit: "default";r=50;t=30`` (current) or ``X-RateLimit-Remaining`` /
+    ``X-RateLimit-Reset`` (older deployments). Unknown parts are ``None``.
+    """
+    remaining: int | None = None
+    reset: float | None = None
+    value = headers.get("Ratelimit")
+    if value:
+        if m := _RATELIMIT_R.search(value):
+            remaining = int(m.group(1))
+        if m := _RATELIMIT_T.search(value):
+            reset = float(m.group(1))
+    if remaining is None:
+        raw = headers.get("X-RateLimit-Remaining", "")
+        remaining = int(raw) if raw.strip().isdigit() else None
+    if reset is None:
+        raw = headers.get("X-RateLimit-Reset", "").strip()
+        if raw.isdigit():
+            # Either seconds from now or a Unix time: a value far in the future is a time.
+            seconds = float(raw)
+            reset = seconds - time.time() if seconds > 1e9 else seconds
+    return remaining, reset
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    body: bytes
+    cf_ray: str | None
+
+
+class CloudflareClient:
+    """Lists accounts, namespaces and objects, paced by a shared :class:`RateLimiter`."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        base_url: str,
+        token: Secret,
+        *,
+        limiter: RateLimiter,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        observer: RequestObserver | None = None,
+        cancel: threading.Event | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_object_pages: int = MAX_OBJECT_PAGES,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self._limiter = limiter
+        self._timeout = (connect_timeout, timeout)
+        self._retry = retry or RetryPolicy()
+        self._observer: RequestObserver = observer or _NullObserver()
+        self._cancel = cancel or threading.Event()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._max_object_pages = max_object_pages
+        self._requests = 0
+        self._count_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CloudflareClient(base_url={self._base!r}, token={self._token!r})"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP attempts so far (for the poll summary log line)."""
+        return self._requests
+
+    # -- public API -----------------------------------------------------------------------
+
+    def list_accounts(self) -> list[Account]:
+        """Every account the token can read (``GET /accounts``)."""
+        accounts: list[Account] = []
+        for item in self._pages("accounts", "/accounts", ACCOUNTS_PER_PAGE, {}):
+            acc_id = item.get("id")
+            if isinstance(acc_id, str) and acc_id:
+                name = item.get("name")
+                accounts.append(Account(acc_id, name if isinstance(name, str) else ""))
+        return accounts
+
+    def list_namespaces(self, account_id: str) -> list[Namespace]:
+        """Every Durable Objects namespace of an account, page by page, de-duplicated."""
+        path = f"/accounts/{account_id}/workers/durable_objects/namespaces"
+        context = {"account_id": account_id}
+        result: list[Namespace] = []
+        skipped = 0
+        for item in self._pages("namespaces", path, NAMESPACES_PER_PAGE, context):
+            ns = parse_namespace(item)
+            if ns is None:
+                skipped += 1
+            else:
+                result.append(ns)
+        if skipped:
+            log.warning("namespaces without an id ignored", account_id=account_id, count=skipped)
+        return result
+
+    def count_objects(self, account_id: str, namespace_id: str) -> ObjectCount:
+        """Walk every page of a namespace's objects, keeping only the counts.
+
+        Memory stays flat: one page at a time. A cursor seen before (a server that repeats
+        itself) or more than ``max_object_pages`` pages ends the walk with an error rather
+        than a loop or a partial count.
+        """
+        path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
+        context = {"account_id": account_id, "namespace_id": namespace_id}
+        objects = with_data = pages = 0
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, str | int] = {"limit": OBJECTS_PER_PAGE}
+            if cursor:
+                params["cursor"] = cursor
+            page = self._request("objects", path, params, context, parse_objects_page)
+            pages += 1
+            objects += page.count
+            with_data += page.with_stored_data
+            if page.cursor is None or page.count == 0:
+                return ObjectCount(objects, with_data, pages)
+            if page.cursor in seen:
+                self._fail_walk("objects", "the API repeated a cursor (loop guard)", context)
+            if pages >= self._max_object_pages:
+                self._fail_walk(
+                    "objects", f"more than {self._max_object_pages} pages (walk guard)", context
+                )
+            seen.add(page.cursor)
+            cursor = page.cursor
+
+    # -- pagination -----------------------------------------------------------------------
+
+    def _pages(
+        self, endpoint: str, path: str, per_page: int, context: Mapping[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the items of a page-number list, de-duplicated by ``id``.
+
+        Stops at ``result_info.total_pages`` when the API gives it, else on a short or empty
+        page (short against the page size the server says it used, which may be smaller
+        than the one asked for). A page with nothing new (a server ignoring ``page``) and a
+        cap of :data:`MAX_LIST_PAGES` guard against endless lists.
+        """
+        seen: set[str] = set()
+        page = 1
+        while True:
+            params = {"page": page, "per_page": per_page}
+            env = self._request(endpoint, path, params, context, _envelope_parser(endpoint))
+            items = _result_list(endpoint, env, 200)
+            new = [item for item in items if item.get("id") not in seen]
+            for item in new:
+                if isinstance(item.get("id"), str):
+                    seen.add(item["id"])
+            yield from new
+            info = env.result_info or {}
+            total_pages = _int(info.get("total_pages"))
+            page_size = _int(info.get("per_page")) or per_page
+            if not new:
+                if items:
+                    log.warning("API repeated a page; stopping", endpoint=endpoint, page=page)
+                return
+            if total_pages is not None:
+                if page >= total_pages:
+                    return
+            elif len(items) < page_size:
+                return
+            if page >= MAX_LIST_PAGES:
+                self._fail_walk(endpoint, f"more than {MAX_LIST_PAGES} pages", context)
+            page += 1
+
+    def _fail_walk(self, endpoint: str, message: str, context: Mapping[str, str]) -> None:
+        self._observer.api_error(endpoint, INVALID_RESPONSE)
+        log.error("API pagination error", endpoint=endpoint, error=message, **context)
+        raise CloudflareAPIError(message, endpoint=endpoint, kind=INVALID_RESPONSE)
+
+    # -- one request, with retries -------------------------------------------------------
+
+    def _request(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, str | int],
+        context: Mapping[str, str],
+        parse: Callable[[int, bytes, str | None], _T],
+    ) -> _T:
+        url = self._base + path
+        headers = {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": f"do-exporter/{__version__}",
+        }
+        attempt = 0
+        while True:
+            attempt += 1
+            self._limiter.acquire()
+            with self._count_lock:
+                self._requests += 1
+            started = self._clock()
+            error: CloudflareAPIError
+            retry_after: float | None = None
+            try:
+                response = self._session.get(
+                    url, params=params, headers=headers, timeout=self._timeout
+                )
+                body = response.content
+            except requests.RequestException as exc:
+                self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
+                error = CloudflareAPIError(
+                    _transport_reason(exc), endpoint=endpoint, kind=TRANSPORT
+                )
+            else:
+                elapsed = self._clock() - started
+                status = response.status_code
+                self._observer.request_finished(endpoint, str(status), elapsed)
+                cf_ray = response.headers.get("CF-Ray")
+                self._note_ratelimit(response.headers)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                try:
+                    return parse(status, body, cf_ray)
+                except CloudflareAPIError as exc:
+                    error = exc
+                    error.retry_after = retry_after
+            for code in error.error_codes:
+                self._observer.api_error(endpoint, code)
+            delay = self._retry_delay(error, attempt)
+            log.warning(
+                "API request failed",
+                endpoint=endpoint,
+                **context,
+                status=error.status,
+                error_kind=error.kind,
+                error_codes=list(error.codes),
+                error_messages=list(error.messages),
+                error=error.args[0],
+                cf_ray=error.cf_ray,
+                attempt=attempt,
+                retry=delay is not None,
+                retry_in=None if delay is None else round(delay, 3),
+            )
+            if delay is None:
+                raise error
+            if error.status == 429:
+                # Every worker of this token waits, and the burst does not resume at once.
+                self._limiter.pause(delay)
+            elif self._cancel.wait(delay):
+                raise Cancelled()
+
+    def _retry_delay(self, error: CloudflareAPIError, attempt: int) -> float | None:
+        retryable = error.kind == TRANSPORT or (
+            error.status is not None and error.status in RETRY_STATUSES
+        )
+        if not retryable or attempt >= self._retry.attempts or self._cancel.is_set():
+            return None
+        delay = self._retry.backoff(attempt, self._rng)
+        if error.retry_after is not None:
+            if error.retry_after > self._retry.max_retry_after:
+                self._limiter.pause(error.retry_after)
+                return None
+            delay = max(delay, error.retry_after)
+        return delay
+
+    def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
+        remaining, reset = parse_ratelimit(headers)
+        if remaining is None:
+            return
+        self._observer.ratelimit_remaining(remaining)
+        if remaining == 0 and reset:
+            # The API says the window is spent: wait for it instead of earning a 429 block.
+            self._limiter.pause(min(reset, self._retry.max_retry_after))
+
+
+def _envelope_parser(endpoint: str) -> Callable[[int, bytes, str | None], Envelope]:
+    def parse(status: int, body: bytes, cf_ray: str | None) -> Envelope:
+        return parse_envelope(endpoint, status, body, cf_ray)
+
+    return parse
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _transport_reason(exc: requests.RequestException) -> str:
+    """A short reason without the URL (no secrets are in it, but it is long)."""
+    kinds = (
+        (requests.ConnectTimeout, "connect timeout"),
+        (requests.ReadTimeout, "read timeout"),
+        (requests.exceptions.ChunkedEncodingError, "connection broken mid-response"),
+        (requests.exceptions.ContentDecodingError, "undecodable response body"),
+        (requests.ConnectionError, "connection failed"),
+    )
+    for kind, reason in kinds:
+        if isinstance(exc, kind):
+            return reason
+    return type(exc).__name__

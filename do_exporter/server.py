@@ -1,0 +1,159 @@
+"""The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz``, ``/readyz`` and ``/``.
+
+A scrape only reads: the snapshot's exposition is already rendered, and the exporter's own
+request metrics are a few dozen series. It never waits for a poll.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import socket
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import __version__
+
+log = structlog.get_logger("do_exporter.server")
+
+IDLE_TIMEOUT = 30.0  # seconds a client may keep a connection idle or send slowly
+GZIP_MIN_BYTES = 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class MetricsServer:
+    """Serves the endpoints on a background thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics: Callable[[], bytes],
+        ready: Callable[[], bool],
+    ) -> None:
+        handler = _handler_class(metrics, ready)
+        server_class: type[_Server] = _Server
+        if ":" in host:
+            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        self._httpd = server_class((host, port), handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="http-server", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+_LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>do-exporter</title></head>
+<body>
+<h1>do-exporter {version}</h1>
+<p>Prometheus exporter for Cloudflare Durable Objects.</p>
+<ul>
+<li><a href="/metrics">/metrics</a>: the metrics</li>
+<li><a href="/healthz">/healthz</a>: the process is alive</li>
+<li><a href="/readyz">/readyz</a>: the first poll has read every account</li>
+</ul>
+</body></html>
+"""
+
+
+def _handler_class(
+    metrics: Callable[[], bytes], ready: Callable[[], bool]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"do-exporter/{__version__}"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+        timeout = IDLE_TIMEOUT
+
+        def do_GET(self) -> None:
+            self._respond(send_body=True)
+
+        def do_HEAD(self) -> None:
+            self._respond(send_body=False)
+
+        def _respond(self, *, send_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body = metrics()
+                self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, body, send_body, compress=True)
+            elif path == "/healthz":
+                self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", send_body)
+            elif path == "/readyz":
+                if ready():
+                    self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ready\n", send_body)
+                else:
+                    self._send(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        b"not ready: the first poll has not read every account yet\n",
+                        send_body,
+                    )
+            elif path == "/":
+                page = _LANDING.format(version=html.escape(__version__)).encode()
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", page, send_body)
+            else:
+                self._send(
+                    HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n", send_body
+                )
+
+        def _send(
+            self,
+            status: HTTPStatus,
+            content_type: str,
+            body: bytes,
+            send_body: bool,
+            *,
+            compress: bool = False,
+        ) -> None:
+            accept = self.headers.get("Accept-Encoding", "")
+            gzipped = compress and len(body) >= GZIP_MIN_BYTES and "gzip" in accept.lower()
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if gzipped:
+                self.send_header("Content-Encoding", "gzip")
+            if compress:
+                self.send_header("Vary", "Accept-Encoding")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def _not_allowed(self) -> None:
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = _not_allowed
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http request", client=self.client_address[0], message=format % args)
+
+    return Handler
