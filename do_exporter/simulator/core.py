@@ -168,7 +168,7 @@ class Simulator:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.05},
             name="do-exporter-simulator",
             daemon=True,
         )
