@@ -1,0 +1,192 @@
+"""Configuration: flags over environment, defaults, and one test per kind of bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from do_exporter.cli import parse_options
+from do_exporter.config import Config, ConfigError, Secret, build_config
+
+ACC1 = "0123456789abcdef0123456789abcdef"
+ACC2 = "fedcba9876543210fedcba9876543210"
+
+
+def config(argv: list[str], env: dict[str, str] | None = None, *, tty: bool = False) -> Config:
+    return build_config(parse_options(argv), env or {}, stderr_is_tty=tty)
+
+
+def error(argv: list[str], env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config(argv, env)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_follow_the_contract() -> None:
+    """With only a token, every other setting takes the documented default."""
+    cfg = config(["--api-token", "tok"])
+    assert cfg.api_token == Secret("tok")
+    assert cfg.account_ids == ()
+    assert cfg.api_url == "https://api.cloudflare.com/client/v4"
+    assert cfg.interval == 300
+    assert (cfg.listen_host, cfg.listen_port) == ("", 9877)
+    assert cfg.api_rate_limit == 1000
+    assert cfg.log_level == "info"
+    assert cfg.log_format == "json"
+    assert not cfg.once and not cfg.demo
+
+
+def test_log_format_defaults_to_console_on_a_terminal() -> None:
+    """Console logs for a person at a terminal, JSON for everything else."""
+    assert config(["--api-token", "t"], tty=True).log_format == "console"
+
+
+def test_environment_supplies_every_setting() -> None:
+    """Each documented variable sets its value when the flag is absent."""
+    env = {
+        "CLOUDFLARE_API_TOKEN": "envtok",
+        "CLOUDFLARE_ACCOUNT_ID": f"{ACC1}, {ACC2},",
+        "CLOUDFLARE_API_URL": "http://127.0.0.1:8080/client/v4/",
+        "DO_EXPORTER_INTERVAL": "60",
+        "DO_EXPORTER_LISTEN_ADDRESS": "127.0.0.1:9100",
+        "DO_EXPORTER_API_RATE_LIMIT": "600",
+        "DO_EXPORTER_LOG_LEVEL": "DEBUG",
+        "DO_EXPORTER_LOG_FORMAT": "console",
+        "DO_EXPORTER_API_TIMEOUT": "12",
+        "DO_EXPORTER_MAX_CONCURRENCY": "4",
+    }
+    cfg = config([], env)
+    assert cfg.api_token.reveal() == "envtok"
+    assert cfg.account_ids == (ACC1, ACC2)
+    assert cfg.api_url == "http://127.0.0.1:8080/client/v4"
+    assert cfg.interval == 60
+    assert (cfg.listen_host, cfg.listen_port) == ("127.0.0.1", 9100)
+    assert cfg.api_rate_limit == 600
+    assert cfg.log_level == "debug"
+    assert cfg.log_format == "console"
+    assert cfg.api_timeout == 12
+    assert cfg.max_concurrency == 4
+
+
+def test_flags_win_over_environment() -> None:
+    """A flag beats its environment variable."""
+    env = {"CLOUDFLARE_API_TOKEN": "envtok", "DO_EXPORTER_INTERVAL": "60",
+           "CLOUDFLARE_ACCOUNT_ID": ACC2}
+    cfg = config(["--api-token", "flagtok", "--interval", "30", "--account-id", ACC1], env)
+    assert cfg.api_token.reveal() == "flagtok"
+    assert cfg.interval == 30
+    assert cfg.account_ids == (ACC1,)
+
+
+def test_account_id_flag_repeats_and_deduplicates() -> None:
+    """--account-id may be given several times; duplicates collapse."""
+    cfg = config(["--api-token", "t", "--account-id", ACC1, "--account-id", ACC2,
+                  "--account-id", ACC1])
+    assert cfg.account_ids == (ACC1, ACC2)
+
+
+def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
+    """The token file's trailing newline (as editors and kubectl write it) is dropped."""
+    path = tmp_path / "token"
+    path.write_text("filetok\n")
+    assert config(["--api-token-file", str(path)]).api_token.reveal() == "filetok"
+    assert config([], {"CLOUDFLARE_API_TOKEN_FILE": str(path)}).api_token.reveal() == "filetok"
+
+
+def test_demo_needs_no_token_and_polls_faster() -> None:
+    """--demo runs without credentials and defaults to a short interval."""
+    cfg = config(["--demo"])
+    assert cfg.demo and cfg.interval == 15
+
+
+@pytest.mark.parametrize(
+    ("value", "host", "port"),
+    [(":9877", "", 9877), ("0.0.0.0:1", "0.0.0.0", 1), ("[::1]:9100", "::1", 9100),
+     ("localhost:65535", "localhost", 65535)],
+)
+def test_listen_address_forms(value: str, host: str, port: int) -> None:
+    """HOST:PORT with an empty host, IPv4, bracketed IPv6 or a name."""
+    cfg = config(["--api-token", "t", "--listen-address", value])
+    assert (cfg.listen_host, cfg.listen_port) == (host, port)
+
+
+def test_repr_never_shows_the_token() -> None:
+    """repr and str of the config hide the token."""
+    cfg = config(["--api-token", "supersecret-value"])
+    assert "supersecret-value" not in repr(cfg)
+    assert "supersecret-value" not in str(cfg)
+    assert "supersecret-value" not in f"{cfg.api_token}"
+
+
+# -- one case per failure ---------------------------------------------------------------
+
+
+def test_missing_token() -> None:
+    assert "--api-token/CLOUDFLARE_API_TOKEN" in error([])
+
+
+def test_empty_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("\n")
+    assert "empty" in error(["--api-token-file", str(path)])
+
+
+def test_unreadable_token_file(tmp_path: Path) -> None:
+    message = error(["--api-token-file", str(tmp_path / "missing")])
+    assert message.startswith("--api-token-file: cannot read token file")
+    assert "No such file" in message
+
+
+def test_token_and_token_file_together(tmp_path: Path) -> None:
+    assert "only one" in error(["--api-token", "a", "--api-token-file", str(tmp_path)])
+
+
+def test_token_with_whitespace_is_refused_without_echoing_it() -> None:
+    message = error(["--api-token", "abc def"])
+    assert "whitespace" in message and "abc" not in message
+
+
+def test_malformed_account_id() -> None:
+    message = error(["--api-token", "t", "--account-id", "not-an-id"])
+    assert message.startswith("--account-id: 'not-an-id' is not a Cloudflare account id")
+
+
+def test_malformed_account_id_from_env() -> None:
+    message = error([], {"CLOUDFLARE_API_TOKEN": "t", "CLOUDFLARE_ACCOUNT_ID": f"{ACC1},xyz"})
+    assert message.startswith("CLOUDFLARE_ACCOUNT_ID: 'xyz'")
+
+
+@pytest.mark.parametrize("value", ["9", "0", "-5"])
+def test_interval_below_ten_seconds(value: str) -> None:
+    assert "below the minimum of 10" in error(["--api-token", "t", "--interval", value])
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "inf"])
+def test_interval_not_a_number(value: str) -> None:
+    assert "--interval/DO_EXPORTER_INTERVAL" in error(["--api-token", "t", "--interval", value])
+
+
+@pytest.mark.parametrize("value", ["9877", "host", ":0", ":70000", "[::1:9", "a b:1"])
+def test_bad_listen_address(value: str) -> None:
+    message = error(["--api-token", "t", "--listen-address", value])
+    assert message.startswith("--listen-address/DO_EXPORTER_LISTEN_ADDRESS")
+
+
+def test_unknown_log_level() -> None:
+    assert "unknown level 'loud'" in error(["--api-token", "t", "--log-level", "loud"])
+
+
+def test_unknown_log_format() -> None:
+    assert "unknown format 'xml'" in error(["--api-token", "t", "--log-format", "xml"])
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "100001"])
+def test_bad_rate_limit(value: str) -> None:
+    assert "--api-rate-limit" in error(["--api-token", "t", "--api-rate-limit", value])
+
+
+def test_bad_api_url() -> None:
+    assert "is not an http(s) URL" in error(["--api-token", "t", "--api-url", "ftp://x"])
