@@ -1,0 +1,745 @@
+"""Build grafana/dashboards/do-exporter.json, the do-exporter dashboard for Grafana 10+.
+
+The JSON is generated so that every panel is built the same way (datasource variable, units,
+legends) and the queries stay readable here. Run `python grafana/build_dashboard.py` after a
+change; tests/test_dashboard.py fails when the committed JSON differs from what this builds.
+
+Edited the dashboard in Grafana instead? Export it "for sharing externally: off" and bring the
+change back here, or the next build overwrites it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards" / "do-exporter.json"
+
+UID = "do-exporter-durable-objects"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+P = "cloudflare_durable_objects_"
+E = P + "exporter_"
+
+# Selectors shared by the queries.
+ACC = 'job=~"$job", account_id=~"$account_id"'
+NS = ACC + ', namespace_name=~"$namespace_name"'
+JOB = 'job=~"$job"'
+
+
+def objects(metric: str = "objects") -> str:
+    """One series per namespace, de-duplicated across exporter replicas."""
+    return f"max by (account_id, namespace_id, namespace_name) ({P}{metric}{{{NS}}})"
+
+
+# The namespace info, with use_sqlite turned into a readable `storage` label.
+INFO = (
+    "label_replace(label_replace("
+    f"max by (account_id, namespace_id, class, script, use_sqlite) ({P}namespace_info{{{NS}}}), "
+    '"storage", "SQLite", "use_sqlite", "true"), '
+    '"storage", "key-value", "use_sqlite", "false")'
+)
+
+
+def with_info(expr: str) -> str:
+    """Join class, script and storage backend onto a per-namespace expression."""
+    return f"{expr} * on (account_id, namespace_id) group_left (class, script, storage) {INFO}"
+
+
+class Layout:
+    """Hands out ids and grid positions, left to right, top to bottom."""
+
+    def __init__(self) -> None:
+        self.next_id = 1
+        self.x = 0
+        self.y = 0
+        self.row_height = 0
+
+    def place(self, w: int, h: int) -> dict[str, int]:
+        if self.x + w > 24:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.row_height = max(self.row_height, h)
+        return pos
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def row(self, title: str) -> dict[str, Any]:
+        if self.x:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        panel = {
+            "type": "row",
+            "id": self.new_id(),
+            "title": title,
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+            "panels": [],
+        }
+        self.y += 1
+        return panel
+
+
+def target(
+    expr: str, legend: str = "", ref: str = "A", *, instant: bool = False, table: bool = False
+) -> dict[str, Any]:
+    t: dict[str, Any] = {
+        "datasource": DS,
+        "refId": ref,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+        "instant": instant,
+    }
+    if table:
+        t["format"] = "table"
+    return t
+
+
+def stat(
+    lay: Layout,
+    title: str,
+    expr: str,
+    *,
+    unit: str = "short",
+    legend: str = "",
+    description: str = "",
+    w: int = 4,
+    h: int = 4,
+    mappings: list[Any] | None = None,
+    thresholds: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "mappings": mappings or [],
+        "thresholds": {
+            "mode": "absolute",
+            "steps": thresholds or [{"color": "green", "value": None}],
+        },
+        "color": {"mode": "thresholds"},
+    }
+    if unit == "percentunit":
+        defaults["decimals"] = 1
+    return {
+        "type": "stat",
+        "id": lay.new_id(),
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": lay.place(w, h),
+        "targets": [target(expr, legend, instant=True)],
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "auto",
+            "justifyMode": "auto",
+            "orientation": "auto",
+        },
+    }
+
+
+def timeseries(
+    lay: Layout,
+    title: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str = "short",
+    description: str = "",
+    w: int = 12,
+    h: int = 8,
+    stack: bool = False,
+    min_zero: bool = True,
+) -> dict[str, Any]:
+    custom: dict[str, Any] = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+    }
+    defaults: dict[str, Any] = {
+        "unit": unit,
+        "custom": custom,
+        "color": {"mode": "palette-classic"},
+    }
+    if min_zero:
+        defaults["min"] = 0
+    return {
+        "type": "timeseries",
+        "id": lay.new_id(),
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": lay.place(w, h),
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+                "calcs": ["lastNotNull", "max"],
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
+
+
+def table(
+    lay: Layout,
+    title: str,
+    targets: list[dict[str, Any]],
+    columns: dict[str, str],
+    *,
+    units: dict[str, str],
+    sort_by: str,
+    description: str = "",
+    w: int = 12,
+    h: int = 10,
+) -> dict[str, Any]:
+    """A table of instant queries merged on their labels.
+
+    `columns` renames the fields (a query's value is "Value #<refId>"); fields not named in it
+    (Time, job, instance, use_sqlite, ...) are hidden.
+    """
+    shown = list(columns)
+    return {
+        "type": "table",
+        "id": lay.new_id(),
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": lay.place(w, h),
+        "targets": targets,
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {
+                "id": "filterFieldsByName",
+                "options": {"include": {"names": shown}},
+            },
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {},
+                    "indexByName": {name: i for i, name in enumerate(shown)},
+                    "renameByName": columns,
+                },
+            },
+            {"id": "sortBy", "options": {"sort": [{"field": columns[sort_by], "desc": True}]}},
+        ],
+        "fieldConfig": {
+            "defaults": {"custom": {"align": "auto", "filterable": True}},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": columns[field]},
+                    "properties": [{"id": "unit", "value": unit}],
+                }
+                for field, unit in units.items()
+            ],
+        },
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+    }
+
+
+def top_set(expr: str) -> str:
+    """The label sets of the top $topn namespaces by `expr`, to restrict other queries to."""
+    return f"topk($topn, {expr})"
+
+
+def panels() -> list[dict[str, Any]]:
+    lay = Layout()
+    out: list[dict[str, Any]] = []
+
+    # ---- Overview -------------------------------------------------------------------
+    out.append(lay.row("Overview"))
+    out.append(
+        stat(
+            lay,
+            "Accounts",
+            f"count(max by (account_id) ({P}namespaces{{{ACC}}}))",
+            description="Cloudflare accounts the exporter reads.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Namespaces",
+            f"sum(max by (account_id) ({P}namespaces{{{ACC}}}))",
+            description="Durable Object namespaces in the selected accounts.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "SQLite-backed namespaces",
+            f"sum(max by (account_id) ({P}sqlite_namespaces{{{ACC}}})) "
+            f"/ sum(max by (account_id) ({P}namespaces{{{ACC}}}))",
+            unit="percentunit",
+            description="Share of namespaces that use the SQLite storage backend.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Objects",
+            f"sum({objects()})",
+            description="Durable Objects in the selected namespaces (last complete count).",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Objects with stored data",
+            f"sum({objects('objects_with_stored_data')})",
+            description="Durable Objects that have stored data.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Objects with stored data (share)",
+            f"sum({objects('objects_with_stored_data')}) / sum({objects()})",
+            unit="percentunit",
+            description="Objects with stored data as a share of all objects.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Objects by account",
+            [target(f"sum by (account_id) ({objects()})", "{{account_id}}")],
+            description="Durable Objects per account, summed over the selected namespaces.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Objects with stored data by account",
+            [
+                target(
+                    f"sum by (account_id) ({objects('objects_with_stored_data')})", "{{account_id}}"
+                )
+            ],
+            description="Durable Objects with stored data per account.",
+        )
+    )
+
+    # ---- Per namespace --------------------------------------------------------------
+    legend = "{{namespace_name}} ({{account_id}})"
+    out.append(lay.row("Per namespace"))
+    out.append(
+        timeseries(
+            lay,
+            "Objects",
+            [target(objects(), legend)],
+            description="Durable Objects per namespace.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Objects with stored data",
+            [target(objects("objects_with_stored_data"), legend)],
+            description="Durable Objects with stored data per namespace.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Growth per hour",
+            [
+                target(
+                    f"max by (account_id, namespace_id, namespace_name) "
+                    f"(delta({P}objects{{{NS}}}[1h]))",
+                    legend,
+                )
+            ],
+            description="Objects gained (or lost, below zero) over the hour before each point.",
+            min_zero=False,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Growth per day",
+            [
+                target(
+                    f"max by (account_id, namespace_id, namespace_name) "
+                    f"(delta({P}objects{{{NS}}}[1d]))",
+                    legend,
+                )
+            ],
+            description="Objects gained (or lost, below zero) over the day before each point.",
+            min_zero=False,
+        )
+    )
+    by_objects = top_set(objects())
+    out.append(
+        table(
+            lay,
+            "Top $topn namespaces by objects",
+            [
+                target(with_info(by_objects), ref="A", instant=True, table=True),
+                target(
+                    f"{objects('objects_with_stored_data')} and {by_objects}",
+                    ref="B",
+                    instant=True,
+                    table=True,
+                ),
+                target(
+                    f"max by (account_id, namespace_id, namespace_name) "
+                    f"(delta({P}objects{{{NS}}}[1d])) and {by_objects}",
+                    ref="C",
+                    instant=True,
+                    table=True,
+                ),
+            ],
+            {
+                "namespace_name": "Namespace",
+                "account_id": "Account",
+                "class": "Class",
+                "script": "Script",
+                "storage": "Storage",
+                "Value #A": "Objects",
+                "Value #B": "With stored data",
+                "Value #C": "Growth (1 day)",
+            },
+            units={"Value #A": "short", "Value #B": "short", "Value #C": "short"},
+            sort_by="Value #A",
+            description="The largest namespaces, with class, script and storage backend "
+            "from cloudflare_durable_objects_namespace_info.",
+        )
+    )
+    growth = f"max by (account_id, namespace_id, namespace_name) (delta({P}objects{{{NS}}}[1d]))"
+    by_growth = top_set(growth)
+    out.append(
+        table(
+            lay,
+            "Top $topn namespaces by growth (1 day)",
+            [
+                target(with_info(by_growth), ref="A", instant=True, table=True),
+                target(
+                    f"max by (account_id, namespace_id, namespace_name) "
+                    f"(delta({P}objects{{{NS}}}[1h])) and {by_growth}",
+                    ref="B",
+                    instant=True,
+                    table=True,
+                ),
+                target(f"{objects()} and {by_growth}", ref="C", instant=True, table=True),
+            ],
+            {
+                "namespace_name": "Namespace",
+                "account_id": "Account",
+                "class": "Class",
+                "script": "Script",
+                "storage": "Storage",
+                "Value #A": "Growth (1 day)",
+                "Value #B": "Growth (1 hour)",
+                "Value #C": "Objects",
+            },
+            units={"Value #A": "short", "Value #B": "short", "Value #C": "short"},
+            sort_by="Value #A",
+            description="The fastest growing namespaces over the last day.",
+        )
+    )
+
+    # ---- Exporter health ------------------------------------------------------------
+    out.append(lay.row("Exporter health"))
+    ok_mapping = [
+        {
+            "type": "value",
+            "options": {
+                "0": {"text": "failing", "color": "red", "index": 0},
+                "1": {"text": "OK", "color": "green", "index": 1},
+            },
+        }
+    ]
+    out.append(
+        stat(
+            lay,
+            "Last poll",
+            f"min by (account_id) ({E}last_poll_success{{{ACC}}})",
+            legend="{{account_id}}",
+            mappings=ok_mapping,
+            w=6,
+            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            description="Whether the last poll of each account succeeded.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Data age",
+            f"time() - max by (account_id) ({E}last_poll_timestamp_seconds{{{ACC}}})",
+            legend="{{account_id}}",
+            unit="s",
+            w=6,
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 600},
+                {"color": "red", "value": 900},
+            ],
+            description="Time since the last successful poll of each account ended. The "
+            "DurableObjectsExporterDataStale alert fires above 900 s.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Oldest namespace count",
+            f"max by (account_id) (time() - {E}namespace_last_success_timestamp_seconds{{{ACC}}})",
+            legend="{{account_id}}",
+            unit="s",
+            w=6,
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 3600}],
+            description="Age of the oldest complete namespace count in each account.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Exporter version",
+            f"count by (version) ({E}build_info{{{JOB}}})",
+            legend="{{version}}",
+            w=6,
+            description="Running exporter versions and how many instances run each.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Poll duration",
+            [
+                target(
+                    f"max by (account_id) ({E}last_poll_duration_seconds{{{ACC}}})",
+                    "{{account_id}}",
+                    "A",
+                ),
+                target(
+                    f"max by (job, instance) ({E}full_refresh_seconds{{{JOB}}})",
+                    "full refresh {{instance}}",
+                    "B",
+                ),
+            ],
+            unit="s",
+            description="How long the last poll of each account took and, where the exporter "
+            "reports it, how long a refresh of every namespace takes.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Polls per hour by result",
+            [
+                target(
+                    f"sum by (account_id, result) (increase({E}polls_total{{{ACC}}}[1h]))",
+                    "{{account_id}} {{result}}",
+                )
+            ],
+            description="Polls in the hour before each point, by result.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "API requests by code",
+            [
+                target(
+                    f"sum by (endpoint, code) (rate({E}api_requests_total{{{JOB}}}"
+                    "[$__rate_interval]))",
+                    "{{endpoint}} {{code}}",
+                )
+            ],
+            unit="reqps",
+            stack=True,
+            description="Requests to the Cloudflare API per second, by endpoint and HTTP status "
+            "(`transport`: no response).",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "API errors by code",
+            [
+                target(
+                    f"sum by (endpoint, error_code) (rate({E}api_errors_total{{{JOB}}}"
+                    "[$__rate_interval]))",
+                    "{{endpoint}} {{error_code}}",
+                )
+            ],
+            unit="cps",
+            stack=True,
+            description="Cloudflare API errors per second, by endpoint and Cloudflare error "
+            "code (`transport`, `invalid_response` for answers that were not the "
+            "API's).",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Rate-limited requests (HTTP 429)",
+            [
+                target(
+                    f"sum by (instance, endpoint) (increase({E}api_requests_total"
+                    f'{{{JOB}, code="429"}}[5m]))',
+                    "{{instance}} {{endpoint}}",
+                )
+            ],
+            description="HTTP 429 answers in the 5 minutes before each point. Any 429 blocks "
+            "the token's user for up to 5 minutes.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "API rate limit remaining",
+            [target(f"min by (instance) ({E}api_ratelimit_remaining{{{JOB}}})", "{{instance}}")],
+            description="Requests left in Cloudflare's current rate limit window, from the "
+            "Ratelimit response header.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "API request duration",
+            [
+                target(
+                    f"histogram_quantile(0.5, sum by (endpoint, le) "
+                    f"(rate({E}api_request_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    "p50 {{endpoint}}",
+                    "A",
+                ),
+                target(
+                    f"histogram_quantile(0.95, sum by (endpoint, le) "
+                    f"(rate({E}api_request_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    "p95 {{endpoint}}",
+                    "B",
+                ),
+            ],
+            unit="s",
+            description="Latency of Cloudflare API requests, by endpoint.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Scrape target up",
+            [target(f"up{{{JOB}}}", "{{instance}}")],
+            description="Whether Prometheus can scrape each exporter (1) or not (0).",
+        )
+    )
+    return out
+
+
+def query_var(name: str, label: str, query: str, *, multi: bool = True) -> dict[str, Any]:
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2,  # on time range change
+        "sort": 1,
+        "multi": multi,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+        "hide": 0,
+        "regex": "",
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    return {
+        "id": None,
+        "uid": UID,
+        "title": "Cloudflare Durable Objects",
+        "description": "Durable Objects namespaces, object counts and growth, from "
+        "do-exporter; and the exporter's own health.",
+        "tags": ["cloudflare", "durable-objects", "do-exporter"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "links": [
+            {
+                "title": "do-exporter",
+                "type": "link",
+                "url": "https://github.com/do-exporter/do-exporter",
+                "targetBlank": True,
+                "icon": "doc",
+            }
+        ],
+        "annotations": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "type": "datasource",
+                    "name": "datasource",
+                    "label": "Data source",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "includeAll": False,
+                    "multi": False,
+                    "options": [],
+                    "refresh": 1,
+                    "regex": "",
+                },
+                query_var("job", "Job", f"label_values({E}build_info, job)"),
+                query_var(
+                    "account_id",
+                    "Account",
+                    f'label_values({P}namespaces{{job=~"$job"}}, account_id)',
+                ),
+                query_var(
+                    "namespace_name",
+                    "Namespace",
+                    f"label_values({P}namespace_info{{{ACC}}}, namespace_name)",
+                ),
+                {
+                    "type": "custom",
+                    "name": "topn",
+                    "label": "Top N",
+                    "query": "5,10,20,50",
+                    "current": {"selected": True, "text": "10", "value": "10"},
+                    "options": [
+                        {"selected": n == "10", "text": n, "value": n}
+                        for n in ("5", "10", "20", "50")
+                    ],
+                    "multi": False,
+                    "includeAll": False,
+                    "hide": 0,
+                },
+            ]
+        },
+        "panels": panels(),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, sort_keys=False) + "\n"
+
+
+def main() -> int:
+    OUT.write_text(render())
+    print(f"wrote {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
