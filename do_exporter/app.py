@@ -74,6 +74,8 @@ class Exporter:
             cancel=self.cancel,
         )
         self.store = SnapshotStore()
+        self.started = threading.Event()  # set once the HTTP server listens
+        self.port: int | None = None
 
     # -- polling --------------------------------------------------------------------------
 
@@ -141,6 +143,8 @@ class Exporter:
             misfire_grace_time=None,
         )
         server.start()
+        self.port = server.port
+        self.started.set()
         log.info(
             "do-exporter started",
             version=__version__,

@@ -41,8 +41,12 @@ def env(result: Any, info: dict[str, Any] | None = None, **extra: Any) -> dict[s
 
 
 def err(code: int, message: str) -> dict[str, Any]:
-    return {"success": False, "errors": [{"code": code, "message": message}], "messages": [],
-            "result": None}
+    return {
+        "success": False,
+        "errors": [{"code": code, "message": message}],
+        "messages": [],
+        "result": None,
+    }
 
 
 def objects(n: int, stored_every: int = 2) -> list[dict[str, Any]]:
@@ -57,8 +61,13 @@ def metrics() -> ExporterMetrics:
 @pytest.fixture
 def client(metrics: ExporterMetrics) -> CloudflareClient:
     return CloudflareClient(
-        requests.Session(), BASE, Secret(TOKEN), limiter=RateLimiter(100_000),
-        retry=FAST_RETRY, observer=metrics, rng=random.Random(3),
+        requests.Session(),
+        BASE,
+        Secret(TOKEN),
+        limiter=RateLimiter(100_000),
+        retry=FAST_RETRY,
+        observer=metrics,
+        rng=random.Random(3),
     )
 
 
@@ -74,8 +83,10 @@ def sample(metrics: ExporterMetrics, name: str, **labels: str) -> float | None:
 def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock: Any) -> None:
     """Pages are fetched until total_pages, with the largest page size, and no extra page."""
     pages = [
-        env([{"id": f"n{p}{i}", "name": f"x{p}{i}"} for i in range(3)],
-            {"page": p, "per_page": 1000, "total_pages": 3, "count": 3, "total_count": 9})
+        env(
+            [{"id": f"n{p}{i}", "name": f"x{p}{i}"} for i in range(3)],
+            {"page": p, "per_page": 1000, "total_pages": 3, "count": 3, "total_count": 9},
+        )
         for p in (1, 2, 3)
     ]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
@@ -90,8 +101,7 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
 def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_mock: Any) -> None:
     """Without total_pages, a page is short only against the size the server says it used."""
     pages = [
-        env([{"id": f"n{p}{i}"} for i in range(2)], {"page": p, "per_page": 2})
-        for p in (1, 2)
+        env([{"id": f"n{p}{i}"} for i in range(2)], {"page": p, "per_page": 2}) for p in (1, 2)
     ] + [env([{"id": "last"}], {"page": 3, "per_page": 2})]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     assert len(client.list_namespaces(ACC)) == 5
@@ -108,13 +118,21 @@ def test_namespaces_server_ignoring_page(client: CloudflareClient, requests_mock
 
 def test_namespace_fields_missing_become_none(client: CloudflareClient, requests_mock: Any) -> None:
     """Fields the API leaves out (or sends with the wrong type) become None; no id: dropped."""
-    requests_mock.get(NS_URL, json=env(
-        [{"id": "a", "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
-        {"total_pages": 1},
-    ))
+    requests_mock.get(
+        NS_URL,
+        json=env(
+            [{"id": "a", "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
+            {"total_pages": 1},
+        ),
+    )
     [only] = client.list_namespaces(ACC)
     assert (only.id, only.class_name, only.name, only.script, only.use_sqlite) == (
-        "a", "C", None, None, None)
+        "a",
+        "C",
+        None,
+        None,
+        None,
+    )
 
 
 # -- cursor pagination ----------------------------------------------------------------
@@ -134,11 +152,14 @@ def test_objects_walk_every_cursor_shape(
             out["cursors"] = {"after": next_cursor}
         return out
 
-    requests_mock.get(OBJ_URL, [
-        {"json": env(objects(10_000), info("c1"))},
-        {"json": env(objects(10_000, 4), info("c2"))},
-        {"json": env(objects(7), info(""))},
-    ])
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"json": env(objects(10_000), info("c1"))},
+            {"json": env(objects(10_000, 4), info("c2"))},
+            {"json": env(objects(7), info(""))},
+        ],
+    )
     count = client.count_objects(ACC, "nsid")
     assert (count.objects, count.with_stored_data, count.pages) == (20_007, 5000 + 2500 + 4, 3)
     history = requests_mock.request_history
@@ -146,7 +167,9 @@ def test_objects_walk_every_cursor_shape(
     assert all(r.qs["limit"] == ["10000"] for r in history)
 
 
-def test_objects_empty_namespace_is_one_request(client: CloudflareClient, requests_mock: Any) -> None:
+def test_objects_empty_namespace_is_one_request(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
     requests_mock.get(OBJ_URL, json=env([], {"cursor": ""}))
     assert client.count_objects(ACC, "nsid").objects == 0
     assert requests_mock.call_count == 1
@@ -156,21 +179,27 @@ def test_objects_empty_page_ends_walk_despite_cursor(
     client: CloudflareClient, requests_mock: Any
 ) -> None:
     """An empty result ends the walk even if a cursor is present."""
-    requests_mock.get(OBJ_URL, [
-        {"json": env(objects(3), {"cursor": "c1"})},
-        {"json": env([], {"cursor": "c2"})},
-    ])
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"json": env(objects(3), {"cursor": "c1"})},
+            {"json": env([], {"cursor": "c2"})},
+        ],
+    )
     assert client.count_objects(ACC, "nsid").objects == 3
     assert requests_mock.call_count == 2
 
 
 def test_objects_repeated_cursor_is_an_error(client: CloudflareClient, requests_mock: Any) -> None:
     """A cursor seen before ends the walk with an error, not a loop or a partial count."""
-    requests_mock.get(OBJ_URL, [
-        {"json": env(objects(5), {"cursor": "c1"})},
-        {"json": env(objects(5), {"cursor": "c2"})},
-        {"json": env(objects(5), {"cursor": "c1"})},
-    ])
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"json": env(objects(5), {"cursor": "c1"})},
+            {"json": env(objects(5), {"cursor": "c2"})},
+            {"json": env(objects(5), {"cursor": "c1"})},
+        ],
+    )
     with pytest.raises(CloudflareAPIError, match="repeated a cursor"):
         client.count_objects(ACC, "nsid")
     assert requests_mock.call_count == 3
@@ -179,18 +208,32 @@ def test_objects_repeated_cursor_is_an_error(client: CloudflareClient, requests_
 def test_objects_walk_is_bounded(metrics: ExporterMetrics, requests_mock: Any) -> None:
     """An endless walk stops at max_object_pages with an error."""
     counter = iter(range(10**6))
-    client = CloudflareClient(requests.Session(), BASE, Secret(TOKEN),
-                              limiter=RateLimiter(100_000), max_object_pages=5,
-                              observer=metrics)
+    client = CloudflareClient(
+        requests.Session(),
+        BASE,
+        Secret(TOKEN),
+        limiter=RateLimiter(100_000),
+        max_object_pages=5,
+        observer=metrics,
+    )
     requests_mock.get(OBJ_URL, json=lambda r, c: env(objects(1), {"cursor": f"c{next(counter)}"}))
     with pytest.raises(CloudflareAPIError, match="more than 5 pages"):
         client.count_objects(ACC, "nsid")
     assert requests_mock.call_count == 5
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_errors_total",
-                  endpoint="objects", error_code="invalid_response") == 1
+    assert (
+        sample(
+            metrics,
+            "cloudflare_durable_objects_exporter_api_errors_total",
+            endpoint="objects",
+            error_code="invalid_response",
+        )
+        == 1
+    )
 
 
-def test_objects_missing_result_info_is_invalid(client: CloudflareClient, requests_mock: Any) -> None:
+def test_objects_missing_result_info_is_invalid(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
     """Without result_info nobody can tell whether more pages follow: an error, not a count."""
     requests_mock.get(OBJ_URL, json=env(objects(10)))
     with pytest.raises(CloudflareAPIError) as info:
@@ -207,32 +250,63 @@ def test_429_with_retry_after_pauses_then_succeeds(
 ) -> None:
     """A 429 pauses the shared limiter for Retry-After, then the request is retried."""
     limiter = RateLimiter(100_000)
-    client = CloudflareClient(requests.Session(), BASE, Secret(TOKEN), limiter=limiter,
-                              retry=FAST_RETRY, observer=metrics)
-    requests_mock.get(OBJ_URL, [
-        {"status_code": 429, "json": err(971, "Please wait"), "headers": {"Retry-After": "1"}},
-        {"json": env(objects(4), {"cursor": ""})},
-    ])
+    client = CloudflareClient(
+        requests.Session(), BASE, Secret(TOKEN), limiter=limiter, retry=FAST_RETRY, observer=metrics
+    )
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"status_code": 429, "json": err(971, "Please wait"), "headers": {"Retry-After": "1"}},
+            {"json": env(objects(4), {"cursor": ""})},
+        ],
+    )
     assert client.count_objects(ACC, "nsid").objects == 4
     assert limiter.paused_for() == 0  # the pause was waited out by the retry
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_requests_total",
-                  endpoint="objects", code="429") == 1
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_errors_total",
-                  endpoint="objects", error_code="971") == 1
+    assert (
+        sample(
+            metrics,
+            "cloudflare_durable_objects_exporter_api_requests_total",
+            endpoint="objects",
+            code="429",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            metrics,
+            "cloudflare_durable_objects_exporter_api_errors_total",
+            endpoint="objects",
+            error_code="971",
+        )
+        == 1
+    )
 
 
 def test_html_502_is_retried_then_succeeds(
     client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
 ) -> None:
     """An edge HTML error page is an error without an envelope, retried like any 5xx."""
-    requests_mock.get(NS_URL, [
-        {"status_code": 502, "text": "<html><body>Bad gateway</body></html>",
-         "headers": {"Content-Type": "text/html", "CF-Ray": "8a1b-LHR"}},
-        {"json": env([{"id": "x"}], {"total_pages": 1})},
-    ])
+    requests_mock.get(
+        NS_URL,
+        [
+            {
+                "status_code": 502,
+                "text": "<html><body>Bad gateway</body></html>",
+                "headers": {"Content-Type": "text/html", "CF-Ray": "8a1b-LHR"},
+            },
+            {"json": env([{"id": "x"}], {"total_pages": 1})},
+        ],
+    )
     assert [n.id for n in client.list_namespaces(ACC)] == ["x"]
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_errors_total",
-                  endpoint="namespaces", error_code="invalid_response") == 1
+    assert (
+        sample(
+            metrics,
+            "cloudflare_durable_objects_exporter_api_errors_total",
+            endpoint="namespaces",
+            error_code="invalid_response",
+        )
+        == 1
+    )
 
 
 def test_transport_error_retried_then_gives_up(
@@ -244,23 +318,34 @@ def test_transport_error_retried_then_gives_up(
         client.list_namespaces(ACC)
     assert info.value.kind == "transport"
     assert requests_mock.call_count == FAST_RETRY.attempts
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_requests_total",
-                  endpoint="namespaces", code="transport") == FAST_RETRY.attempts
+    assert (
+        sample(
+            metrics,
+            "cloudflare_durable_objects_exporter_api_requests_total",
+            endpoint="namespaces",
+            code="transport",
+        )
+        == FAST_RETRY.attempts
+    )
 
 
-@pytest.mark.parametrize(("status", "code"), [(403, 10000), (401, 9106), (404, 10066),
-                                              (400, 7003)])
+@pytest.mark.parametrize(("status", "code"), [(403, 10000), (401, 9106), (404, 10066), (400, 7003)])
 def test_client_errors_are_not_retried(
     client: CloudflareClient, requests_mock: Any, status: int, code: int
 ) -> None:
     """4xx answers other than 408/409/429 fail at once, with status, codes and cf-ray."""
-    requests_mock.get(NS_URL, status_code=status, json=err(code, "nope"),
-                      headers={"CF-Ray": "abc-SJC"})
+    requests_mock.get(
+        NS_URL, status_code=status, json=err(code, "nope"), headers={"CF-Ray": "abc-SJC"}
+    )
     with pytest.raises(CloudflareAPIError) as info:
         client.list_namespaces(ACC)
     exc = info.value
-    assert (exc.status, exc.codes, exc.messages, exc.cf_ray) == (status, (code,), ("nope",),
-                                                                 "abc-SJC")
+    assert (exc.status, exc.codes, exc.messages, exc.cf_ray) == (
+        status,
+        (code,),
+        ("nope",),
+        "abc-SJC",
+    )
     assert requests_mock.call_count == 1
     assert f"code {code}: nope" in str(exc) and "cf-ray abc-SJC" in str(exc)
 
@@ -277,9 +362,14 @@ def test_success_false_with_200_is_an_api_error(
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"[]", b"null", b'{"success": true, "result": {"id": 1}, "result_info": {}}',
-     b'{"success": true, "result": [1, 2], "result_info": {}}',
-     b'{"success": true, "result": [], "result_info": []}'],
+    [
+        b"{",
+        b"[]",
+        b"null",
+        b'{"success": true, "result": {"id": 1}, "result_info": {}}',
+        b'{"success": true, "result": [1, 2], "result_info": {}}',
+        b'{"success": true, "result": [], "result_info": []}',
+    ],
 )
 def test_unusable_bodies_are_invalid_responses(
     client: CloudflareClient, requests_mock: Any, body: bytes
@@ -296,10 +386,12 @@ def test_retry_after_beyond_the_limit_is_not_waited_for(
 ) -> None:
     """A block longer than max_retry_after fails the request but pauses the limiter."""
     limiter = RateLimiter(100_000)
-    client = CloudflareClient(requests.Session(), BASE, Secret(TOKEN), limiter=limiter,
-                              retry=FAST_RETRY, observer=metrics)
-    requests_mock.get(NS_URL, status_code=429, json=err(971, "wait"),
-                      headers={"Retry-After": "300"})
+    client = CloudflareClient(
+        requests.Session(), BASE, Secret(TOKEN), limiter=limiter, retry=FAST_RETRY, observer=metrics
+    )
+    requests_mock.get(
+        NS_URL, status_code=429, json=err(971, "wait"), headers={"Retry-After": "300"}
+    )
     with pytest.raises(CloudflareAPIError):
         client.list_namespaces(ACC)
     assert requests_mock.call_count == 1
@@ -309,8 +401,9 @@ def test_retry_after_beyond_the_limit_is_not_waited_for(
 def test_ratelimit_header_is_observed(
     client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
 ) -> None:
-    requests_mock.get(NS_URL, json=env([], {"total_pages": 1}),
-                      headers={"Ratelimit": '"default";r=42;t=30'})
+    requests_mock.get(
+        NS_URL, json=env([], {"total_pages": 1}), headers={"Ratelimit": '"default";r=42;t=30'}
+    )
     client.list_namespaces(ACC)
     assert sample(metrics, "cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 42
 
@@ -349,9 +442,12 @@ def test_next_cursor_prefers_cursor_then_cursors_after() -> None:
 
 def test_parse_objects_page_counts_only_true_flags() -> None:
     """hasStoredData counts only when it is literally true."""
-    body = json.dumps(env([{"id": "1", "hasStoredData": True},
-                           {"id": "2", "hasStoredData": "true"},
-                           {"id": "3"}], {"cursor": "n"})).encode()
+    body = json.dumps(
+        env(
+            [{"id": "1", "hasStoredData": True}, {"id": "2", "hasStoredData": "true"}, {"id": "3"}],
+            {"cursor": "n"},
+        )
+    ).encode()
     page = parse_objects_page(200, body)
     assert (page.count, page.with_stored_data, page.cursor) == (3, 1, "n")
 

@@ -24,10 +24,12 @@ def snapshot() -> Snapshot:
             Namespace("ns2", None, None, None, None),
             Namespace("ns3", "new", "New", "shop", False),
         ),
-        counts=MappingProxyType({
-            "ns1": NamespaceCount(1500, 600, 1795867200.0),
-            "ns2": NamespaceCount(0, 0, 1795867100.5),
-        }),
+        counts=MappingProxyType(
+            {
+                "ns1": NamespaceCount(1500, 600, 1795867200.0),
+                "ns2": NamespaceCount(0, 0, 1795867100.5),
+            }
+        ),
         last_poll_success=False,
         last_success_at=1795867000.0,
         last_poll_duration=2.5,
@@ -57,18 +59,34 @@ def test_values_and_labels() -> None:
     assert reg.get_sample_value("cloudflare_durable_objects_objects", ns1) == 1500
     assert reg.get_sample_value("cloudflare_durable_objects_objects_with_stored_data", ns1) == 600
     assert reg.get_sample_value("cloudflare_durable_objects_namespaces", {"account_id": A}) == 3
-    assert reg.get_sample_value("cloudflare_durable_objects_sqlite_namespaces",
-                                {"account_id": A}) == 1
+    assert (
+        reg.get_sample_value("cloudflare_durable_objects_sqlite_namespaces", {"account_id": A}) == 1
+    )
     info = {**ns1, "class": "Cart", "script": "shop", "use_sqlite": "true"}
     assert reg.get_sample_value("cloudflare_durable_objects_namespace_info", info) == 1
-    missing = {"account_id": A, "namespace_id": "ns2", "namespace_name": "", "class": "",
-               "script": "", "use_sqlite": ""}
+    missing = {
+        "account_id": A,
+        "namespace_id": "ns2",
+        "namespace_name": "",
+        "class": "",
+        "script": "",
+        "use_sqlite": "",
+    }
     assert reg.get_sample_value("cloudflare_durable_objects_namespace_info", missing) == 1
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_polls_total",
-                                {"account_id": A, "result": "failure"}) == 1
-    assert reg.get_sample_value(
-        "cloudflare_durable_objects_exporter_namespace_last_success_timestamp_seconds",
-        {"account_id": A, "namespace_id": "ns2"}) == 1795867100.5
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_polls_total",
+            {"account_id": A, "result": "failure"},
+        )
+        == 1
+    )
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_namespace_last_success_timestamp_seconds",
+            {"account_id": A, "namespace_id": "ns2"},
+        )
+        == 1795867100.5
+    )
 
 
 def test_uncounted_namespace_has_info_but_no_count() -> None:
@@ -76,30 +94,47 @@ def test_uncounted_namespace_has_info_but_no_count() -> None:
     reg = registry_with(snapshot())
     labels = {"account_id": A, "namespace_id": "ns3", "namespace_name": "new"}
     assert reg.get_sample_value("cloudflare_durable_objects_objects", labels) is None
-    assert reg.get_sample_value("cloudflare_durable_objects_namespace_info",
-                                {**labels, "class": "New", "script": "shop",
-                                 "use_sqlite": "false"}) == 1
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_namespace_info",
+            {**labels, "class": "New", "script": "shop", "use_sqlite": "false"},
+        )
+        == 1
+    )
 
 
 def test_never_listed_account_shows_only_health() -> None:
     """An account whose list never succeeded has no namespace gauge (0 would be a lie)."""
     reg = registry_with(snapshot())
     assert reg.get_sample_value("cloudflare_durable_objects_namespaces", {"account_id": B}) is None
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_last_poll_success",
-                                {"account_id": B}) == 0
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_last_poll_timestamp_seconds",
-                                {"account_id": B}) is None
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_last_poll_success", {"account_id": B}
+        )
+        == 0
+    )
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_last_poll_timestamp_seconds", {"account_id": B}
+        )
+        is None
+    )
 
 
 def test_label_values_are_escaped_and_parse_back() -> None:
     """Quotes, backslashes, newlines and non-ASCII survive a render and parse."""
     weird = 'we"ird\\name\nline2 ünïcødé 🚀'
-    snap = Snapshot(accounts=(AccountSnapshot(
-        account_id=A, namespaces=(Namespace("x", weird, weird, weird, True),),
-        counts=MappingProxyType({"x": NamespaceCount(1, 1, 1.0)}), namespaces_listed=True),))
-    parsed = {
-        f.name: f for f in text_string_to_metric_families(render(snap).decode())
-    }
+    snap = Snapshot(
+        accounts=(
+            AccountSnapshot(
+                account_id=A,
+                namespaces=(Namespace("x", weird, weird, weird, True),),
+                counts=MappingProxyType({"x": NamespaceCount(1, 1, 1.0)}),
+                namespaces_listed=True,
+            ),
+        )
+    )
+    parsed = {f.name: f for f in text_string_to_metric_families(render(snap).decode())}
     [sample] = parsed["cloudflare_durable_objects_namespace_info"].samples
     assert sample.labels["namespace_name"] == weird
     assert sample.labels["class"] == weird
@@ -132,15 +167,29 @@ def test_self_metrics_start_at_zero_and_count() -> None:
     assert reg.get_sample_value(errors, {"endpoint": "objects", "error_code": "transport"}) == 0
     metrics.request_finished("objects", "200", 0.2)
     metrics.request_finished("objects", "200", 0.3)
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_api_requests_total",
-                                {"endpoint": "objects", "code": "200"}) == 2
-    assert reg.get_sample_value(
-        "cloudflare_durable_objects_exporter_api_request_duration_seconds_count",
-        {"endpoint": "objects"}) == 2
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_build_info",
-                                {"version": __import__("do_exporter").__version__}) == 1
-    assert reg.get_sample_value(
-        "cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_api_requests_total",
+            {"endpoint": "objects", "code": "200"},
+        )
+        == 2
+    )
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_api_request_duration_seconds_count",
+            {"endpoint": "objects"},
+        )
+        == 2
+    )
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_build_info",
+            {"version": __import__("do_exporter").__version__},
+        )
+        == 1
+    )
+    assert (
+        reg.get_sample_value("cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
+    )
     metrics.ratelimit_remaining(17)
-    assert reg.get_sample_value(
-        "cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 17
+    assert reg.get_sample_value("cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 17

@@ -73,8 +73,11 @@ def test_environment_supplies_every_setting() -> None:
 
 def test_flags_win_over_environment() -> None:
     """A flag beats its environment variable."""
-    env = {"CLOUDFLARE_API_TOKEN": "envtok", "DO_EXPORTER_INTERVAL": "60",
-           "CLOUDFLARE_ACCOUNT_ID": ACC2}
+    env = {
+        "CLOUDFLARE_API_TOKEN": "envtok",
+        "DO_EXPORTER_INTERVAL": "60",
+        "CLOUDFLARE_ACCOUNT_ID": ACC2,
+    }
     cfg = config(["--api-token", "flagtok", "--interval", "30", "--account-id", ACC1], env)
     assert cfg.api_token.reveal() == "flagtok"
     assert cfg.interval == 30
@@ -83,8 +86,9 @@ def test_flags_win_over_environment() -> None:
 
 def test_account_id_flag_repeats_and_deduplicates() -> None:
     """--account-id may be given several times; duplicates collapse."""
-    cfg = config(["--api-token", "t", "--account-id", ACC1, "--account-id", ACC2,
-                  "--account-id", ACC1])
+    cfg = config(
+        ["--api-token", "t", "--account-id", ACC1, "--account-id", ACC2, "--account-id", ACC1]
+    )
     assert cfg.account_ids == (ACC1, ACC2)
 
 
@@ -104,8 +108,12 @@ def test_demo_needs_no_token_and_polls_faster() -> None:
 
 @pytest.mark.parametrize(
     ("value", "host", "port"),
-    [(":9877", "", 9877), ("0.0.0.0:1", "0.0.0.0", 1), ("[::1]:9100", "::1", 9100),
-     ("localhost:65535", "localhost", 65535)],
+    [
+        (":9877", "", 9877),
+        ("0.0.0.0:1", "0.0.0.0", 1),
+        ("[::1]:9100", "::1", 9100),
+        ("localhost:65535", "localhost", 65535),
+    ],
 )
 def test_listen_address_forms(value: str, host: str, port: int) -> None:
     """HOST:PORT with an empty host, IPv4, bracketed IPv6 or a name."""

@@ -35,8 +35,9 @@ def test_complete_poll_sets_counts_and_success() -> None:
 
 def test_failed_count_keeps_last_complete_value_and_its_time() -> None:
     """A namespace whose count failed keeps its last complete count and timestamp."""
-    state = next_account(first(), poll((N1, N2), {"n1": None, "n2": ObjectCount(9, 1)},
-                                       200.0, 210.0))
+    state = next_account(
+        first(), poll((N1, N2), {"n1": None, "n2": ObjectCount(9, 1)}, 200.0, 210.0)
+    )
     assert state.counts["n1"].objects == 5 and state.counts["n1"].completed_at == 110.0
     assert state.counts["n2"].objects == 9 and state.counts["n2"].completed_at == 210.0
     assert not state.last_poll_success

@@ -190,7 +190,7 @@ def test_accounts_refuses_account_owned_tokens_and_bad_per_page(
 def test_namespaces_fields_follow_the_api_and_omit_unknown_ones(
     sim: Simulator, http: requests.Session
 ) -> None:
-    """Namespaces carry id/name/script/class/use_sqlite; fields the scenario leaves out are absent."""
+    """Namespaces carry id, name, script, class, use_sqlite; fields left out are absent."""
     body = get(http, sim, ns_path(ACC_A)).json()
     big, small, empty = body["result"]
     assert big == {
@@ -334,7 +334,7 @@ def test_empty_namespace_answers_an_empty_page(sim: Simulator, http: requests.Se
 def test_error_answers_for_unknown_or_malformed_ids(
     sim: Simulator, http: requests.Session, path: str, status: int, code: int
 ) -> None:
-    """Unknown namespace 404/10066, malformed id 400/7003, unknown account 403/7403, no route 7000."""
+    """Unknown namespace 404/10066, bad id 400/7003, unknown account 403/7403, no route 7000."""
     response = get(http, sim, path)
     assert (response.status_code, error_code(response)) == (status, code)
     if code == 7003:

@@ -1,0 +1,242 @@
+"""The command as a user runs it (subprocesses): --once, --demo, exit codes, signals, secrets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from do_exporter.simulator import Simulator, demo_scenario
+from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
+
+MakeSim = Callable[..., Simulator]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_EXPORTER_"))}
+    env.update(extra)
+    return env
+
+
+def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "do_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(**env),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_once_demo_prints_the_demo_scenario() -> None:
+    """`--once --demo` polls the built-in simulator, prints its counts, exits 0."""
+    result = run("--once", "--demo")
+    assert result.returncode == 0, result.stderr
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    demo = demo_scenario()
+    namespaces = families["cloudflare_durable_objects_namespaces"].samples
+    assert {s.labels["account_id"]: s.value for s in namespaces} == {
+        a.id: len(a.namespaces) for a in demo.accounts
+    }
+    objects = families["cloudflare_durable_objects_objects"].samples
+    expected = {n.id: n.objects for a in demo.accounts for n in a.namespaces}
+    for s in objects:  # growth may add a few objects between start and count
+        assert (
+            expected[s.labels["namespace_id"]]
+            <= s.value
+            <= expected[s.labels["namespace_id"]] + 1000
+        )
+    assert len(objects) == len(expected)
+
+
+def test_once_exits_1_and_says_why_when_incomplete(make_sim: MakeSim) -> None:
+    """A rejected token: exit 1, a summary on stderr, never the token."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    bad = "wrong-token-c0ffee"
+    result = run(
+        "--once",
+        "--api-url",
+        sim.api_url,
+        "--account-id",
+        ACCOUNT_A,
+        "--log-level",
+        "debug",
+        CLOUDFLARE_API_TOKEN=bad,
+    )
+    assert result.returncode == 1
+    assert "incomplete poll" in result.stderr and ACCOUNT_A in result.stderr
+    assert '"status": 4' in result.stderr  # the API error was logged with its status
+    assert bad not in result.stdout + result.stderr
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    [success] = families["cloudflare_durable_objects_exporter_last_poll_success"].samples
+    assert success.value == 0
+
+
+def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike[str]) -> None:
+    """Token from a file, account from the environment: a complete poll exits 0."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10_001)]}))
+    token_file = os.path.join(tmp_path, "token")
+    with open(token_file, "w") as fh:
+        fh.write(TOKEN + "\n")
+    result = run(
+        "--once",
+        "--api-token-file",
+        token_file,
+        CLOUDFLARE_API_URL=sim.api_url,
+        CLOUDFLARE_ACCOUNT_ID=ACCOUNT_A,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f'namespace_id="{1:032x}",namespace_name="worker_Class1"}} 10001.0' in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        ((), {}, "--api-token/CLOUDFLARE_API_TOKEN"),
+        (("--api-token", "t", "--interval", "5"), {}, "--interval/DO_EXPORTER_INTERVAL"),
+        (("--api-token", "t"), {"DO_EXPORTER_LISTEN_ADDRESS": "nope"}, "--listen-address"),
+        (("--api-token", "t", "--account-id", "xyz"), {}, "--account-id"),
+        (("--api-token-file", "/nonexistent/token"), {}, "--api-token-file"),
+        (("--api-token", "t", "--log-level", "chatty"), {}, "--log-level"),
+        (("--no-such-flag",), {}, "unrecognized arguments"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    args: tuple[str, ...], env: dict[str, str], needle: str
+) -> None:
+    """Bad configuration: exit 2, exactly one line on stderr, nothing on stdout."""
+    result = run(*args, **env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("do-exporter: error: ")
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--demo", "--listen-address", f"127.0.0.1:{port}", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("do-exporter: error: --listen-address")
+    assert "Traceback" not in result.stderr
+
+
+def test_help_names_every_flag_and_env_var() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for text in (
+        "--api-token",
+        "CLOUDFLARE_API_TOKEN",
+        "--api-token-file",
+        "CLOUDFLARE_API_TOKEN_FILE",
+        "--account-id",
+        "CLOUDFLARE_ACCOUNT_ID",
+        "--api-url",
+        "CLOUDFLARE_API_URL",
+        "--interval",
+        "DO_EXPORTER_INTERVAL",
+        "--listen-address",
+        "DO_EXPORTER_LISTEN_ADDRESS",
+        "--api-rate-limit",
+        "DO_EXPORTER_API_RATE_LIMIT",
+        "--log-level",
+        "DO_EXPORTER_LOG_LEVEL",
+        "--log-format",
+        "DO_EXPORTER_LOG_FORMAT",
+        "--once",
+        "--demo",
+    ):
+        assert text in result.stdout
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("exporter did not become ready")
+
+
+def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, float, str]:
+    started = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, time.monotonic() - started, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_demo_daemon_serves_and_stops_on_signal(sig: int) -> None:
+    """`--demo` serves live metrics; SIGTERM/SIGINT end it with status 0 within seconds."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "do_exporter", "--demo", "--listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, proc)
+    assert "cloudflare_durable_objects_objects{" in requests.get(url + "/metrics", timeout=2).text
+    code, took, err = _stop(proc, sig)
+    assert code == 0 and took < 5, err
+    assert '"event": "stopped"' in err
+
+
+def test_sigterm_during_a_poll_exits_quickly(make_sim: MakeSim) -> None:
+    """SIGTERM while a request hangs on the API: exit 0 within 5 s."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    sim.inject("delay", endpoint="objects", seconds=60, count=None)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "do_exporter",
+            "--api-url",
+            sim.api_url,
+            "--account-id",
+            ACCOUNT_A,
+            "--listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(CLOUDFLARE_API_TOKEN=TOKEN),
+    )
+    deadline = time.monotonic() + 20
+    while not sim.stats()["requests"].get("objects") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # the objects request is now in flight, held by the delay
+    code, took, err = _stop(proc, signal.SIGTERM)
+    assert code == 0 and took < 5, err
+    assert TOKEN not in err

@@ -1,0 +1,176 @@
+"""The poller against the simulator over real HTTP: values, request counts, failures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from do_exporter.cloudflare import CloudflareClient
+from do_exporter.model import Snapshot
+from do_exporter.poller import Poller
+from do_exporter.simulator import Simulator
+from tests.conftest import ACCOUNT_A, ACCOUNT_B, ns, scenario
+
+MakeSim = Callable[..., Simulator]
+MakeClient = Callable[..., CloudflareClient]
+
+
+def requests_to(sim: Simulator, endpoint: str) -> int:
+    return sum(sim.stats()["requests"].get(endpoint, {}).values())
+
+
+def assert_matches_simulator(snap: Snapshot, sim: Simulator) -> None:
+    for account_id in sim.account_ids:
+        account = snap.account(account_id)
+        assert account is not None and account.last_poll_success
+        assert sorted(n.id for n in account.namespaces) == sorted(sim.namespace_ids(account_id))
+        for ns_id in sim.namespace_ids(account_id):
+            count = account.counts[ns_id]
+            assert (count.objects, count.with_stored_data) == sim.expected(account_id, ns_id)
+
+
+@pytest.mark.parametrize("shape", ["both", "cursor", "cursors"])
+def test_counts_match_and_requests_are_minimal(
+    make_sim: MakeSim, make_client: MakeClient, shape: str
+) -> None:
+    """Every count equals the simulator's truth, with exactly the minimum requests."""
+    sizes = {ACCOUNT_A: [0, 1, 9_999, 10_000, 25_001], ACCOUNT_B: [12_345]}
+    sim = make_sim(
+        scenario(
+            {
+                acc: [ns(i + 10 * k, n) for i, n in enumerate(counts)]
+                for k, (acc, counts) in enumerate(sizes.items())
+            },
+            cursor_shape=shape,
+        )
+    )
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A, ACCOUNT_B), max_workers=4)
+    snap = poller.poll(Snapshot())
+    assert_matches_simulator(snap, sim)
+    assert snap.complete and snap.ready
+    minimum_object_pages = sum(max(1, math.ceil(n / 10_000)) for c in sizes.values() for n in c)
+    assert requests_to(sim, "objects") == minimum_object_pages
+    assert requests_to(sim, "namespaces") == 2  # one page per account
+    assert requests_to(sim, "accounts") == 0  # ids were configured
+
+
+def test_server_capped_page_sizes(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """A server that caps per_page and limit still yields exact counts."""
+    sim = make_sim(
+        scenario({ACCOUNT_A: [ns(i, 95 + i) for i in range(7)]}, max_per_page=3, max_limit=10)
+    )
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,)).poll(Snapshot())
+    assert_matches_simulator(snap, sim)
+    assert requests_to(sim, "namespaces") == 3  # 7 namespaces, 3 a page
+    assert requests_to(sim, "objects") == sum(math.ceil((95 + i) / 10) for i in range(7))
+
+
+def test_account_discovery(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """Without configured ids, every account the token reads is polled."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)], ACCOUNT_B: [ns(2, 20)]}))
+    snap = Poller(make_client(sim.api_url)).poll(Snapshot())
+    assert sorted(a.account_id for a in snap.accounts) == sorted([ACCOUNT_A, ACCOUNT_B])
+    assert_matches_simulator(snap, sim)
+    assert requests_to(sim, "accounts") == 1
+
+
+def test_failing_namespace_does_not_lose_the_others(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """One namespace failing keeps its last count; the others are fresh; the poll is marked."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 100), ns(2, 200), ns(3, 300)]}))
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot())
+    bad = f"{2:032x}"
+    sim.add_objects(ACCOUNT_A, f"{1:032x}", 5)
+    sim.add_objects(ACCOUNT_A, bad, 5)
+    sim.inject("status", endpoint="objects", namespace_id=bad, status=500, count=None)
+    with capture_logs() as logs:
+        second = poller.poll(first)
+    account = second.account(ACCOUNT_A)
+    assert account is not None and not account.last_poll_success and not second.complete
+    assert account.counts[f"{1:032x}"].objects == 105
+    assert account.counts[bad].objects == 200  # last complete value, not a partial one
+    assert account.counts[bad].completed_at == first.account(ACCOUNT_A).counts[bad].completed_at  # type: ignore[union-attr]
+    failures = [e for e in logs if e["event"] == "API request failed"]
+    assert failures and all(e["namespace_id"] == bad and e["status"] == 500 for e in failures)
+    assert failures[-1]["retry"] is False
+    summary = [e for e in logs if e["event"] == "poll finished with failures"]
+    assert summary and summary[0]["failed_namespaces"] == [f"{ACCOUNT_A}/{bad}"]
+
+
+def test_namespace_disappearing_between_polls(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """A namespace removed from the list loses all its state at once."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot())
+    sim.remove_namespace(ACCOUNT_A, f"{2:032x}")
+    account = poller.poll(first).account(ACCOUNT_A)
+    assert account is not None
+    assert [n.id for n in account.namespaces] == [f"{1:032x}"]
+    assert f"{2:032x}" not in account.counts and account.last_poll_success
+
+
+def test_namespace_list_failure_keeps_last_snapshot(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A failed namespace list keeps every value of the account and marks the poll failed."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)], ACCOUNT_B: [ns(2, 20)]}))
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A, ACCOUNT_B))
+    first = poller.poll(Snapshot())
+    sim.inject("html", endpoint="namespaces", status=503, count=None)
+    second = poller.poll(first)
+    for acc in (ACCOUNT_A, ACCOUNT_B):
+        before, after = first.account(acc), second.account(acc)
+        assert before is not None and after is not None
+        assert after.counts == before.counts and not after.last_poll_success
+        assert after.polls_failure == 1
+
+
+def test_unknown_account_fails_alone(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """An account the token cannot reach fails; the other account is still exported."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    other = "c" * 32
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A, other)).poll(Snapshot())
+    good, bad = snap.account(ACCOUNT_A), snap.account(other)
+    assert good is not None and good.last_poll_success
+    assert bad is not None and not bad.last_poll_success and not bad.namespaces_listed
+    assert not snap.complete
+
+
+def test_poll_recovers_after_transient_faults(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """429 with Retry-After and an HTML 502 are retried within the poll, which succeeds."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 25_000)]}))
+    sim.inject("status", endpoint="objects", status=429, code=971, retry_after=1, count=1)
+    sim.inject("html", endpoint="objects", status=502, count=1)
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,)).poll(Snapshot())
+    assert_matches_simulator(snap, sim)
+    statuses: dict[str, Any] = sim.stats()["requests"]["objects"]
+    assert statuses.get("429") == 1 and statuses.get("502") == 1
+    assert statuses.get("200") == 3
+
+
+def test_namespace_deleted_between_listing_and_counting(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A 404 (code 10066) while counting means the namespace is gone, not that the poll failed."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
+    gone = f"{2:032x}"
+    sim.inject(
+        "status",
+        endpoint="objects",
+        namespace_id=gone,
+        status=404,
+        code=10066,
+        message="namespace not found",
+        count=1,
+    )
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,)).poll(Snapshot())
+    account = snap.account(ACCOUNT_A)
+    assert account is not None and account.last_poll_success
+    assert [n.id for n in account.namespaces] == [f"{1:032x}"]
+    assert gone not in account.counts
