@@ -54,7 +54,8 @@ def test_cli_prints_one_json_line_and_serves_the_scenario(
     assert set(info) == {"api_url", "token", "account_ids"}
     assert info["token"] == "cli-token"
     assert info["account_ids"] == ["abcdefabcdefabcdefabcdefabcdef01"]
-    assert info["api_url"].startswith("http://127.0.0.1:") and info["api_url"].endswith("/client/v4")
+    assert info["api_url"].startswith("http://127.0.0.1:")
+    assert info["api_url"].endswith("/client/v4")
     response = requests.get(
         f"{info['api_url']}/accounts/{info['account_ids'][0]}/workers/durable_objects/namespaces",
         headers={"Authorization": f"Bearer {info['token']}"},
@@ -73,7 +74,8 @@ def test_cli_without_scenario_serves_the_demo_and_stops_on_sigint(
     """No --scenario: the demo's accounts; SIGINT exits 0."""
     info, process = start(started)
     assert len(info["account_ids"]) >= 2
-    stats = requests.get(info["api_url"].rsplit("/client/v4", 1)[0] + "/__simulator/stats", timeout=5)
+    root = info["api_url"].rsplit("/client/v4", 1)[0]
+    stats = requests.get(root + "/__simulator/stats", timeout=5)
     assert stats.json()["requests_total"] == 0
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=10)

@@ -130,9 +130,7 @@ def test_ids_are_unique_and_namespace_specific() -> None:
     assert object_id(namespace_key(1, ACC, "2" * 32), 0) not in ids
 
 
-@given(
-    ratio=st.floats(0, 1, allow_nan=False), start=st.integers(0, 10**6), n=st.integers(0, 2000)
-)
+@given(ratio=st.floats(0, 1, allow_nan=False), start=st.integers(0, 10**6), n=st.integers(0, 2000))
 def test_stored_flags_match_the_exact_count(ratio: float, start: int, n: int) -> None:
     """Tiled flags equal per-index flags, and their sum is exactly what stored_count says."""
     fraction = ratio_fraction(ratio)
