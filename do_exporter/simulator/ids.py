@@ -31,10 +31,10 @@ def namespace_key(seed: int, account_id: str, namespace_id: str) -> bytes:
     return hashlib.sha256(f"{seed}\x1f{account_id}\x1f{namespace_id}".encode()).digest()
 
 
-def object_ids_hex(key: bytes, start: int, count: int) -> str:
-    """The ids of objects ``start .. start+count-1`` concatenated (``64 * count`` hex chars)."""
+def object_ids_raw(key: bytes, start: int, count: int) -> bytes:
+    """The 32-byte ids of objects ``start .. start+count-1``, concatenated."""
     if count <= 0:
-        return ""
+        return b""
     first_block, offset = divmod(start, BLOCK)
     last_block = (start + count - 1) // BLOCK
     chunks = [
@@ -42,7 +42,12 @@ def object_ids_hex(key: bytes, start: int, count: int) -> str:
         for block in range(first_block, last_block + 1)
     ]
     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return raw[32 * offset : 32 * (offset + count)].hex()
+    return raw[32 * offset : 32 * (offset + count)]
+
+
+def object_ids_hex(key: bytes, start: int, count: int) -> str:
+    """The ids of objects ``start .. start+count-1`` concatenated (``64 * count`` hex chars)."""
+    return object_ids_raw(key, start, count).hex()
 
 
 def object_id(key: bytes, index: int) -> str:
