@@ -1,0 +1,136 @@
+"""The alerting rules: valid for promtool, unit-tested, documented, and on the contract."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from test_deploy_contract import ROOT, heading_anchors, unknown_metrics
+
+PROM = ROOT / "deploy" / "prometheus"
+ALERTS = PROM / "alerts.yml"
+ALERTS_TEST = PROM / "alerts_test.yml"
+DOCS = ROOT / "docs" / "alerts.md"
+RUNBOOK = "https://github.com/do-exporter/do-exporter/blob/main/README.md#"
+
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)",
+)
+
+
+def rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def alert_names() -> list[str]:
+    return [rule["alert"] for rule in rules() if "alert" in rule]
+
+
+def anchor(alertname: str) -> str:
+    return "alert-" + alertname.lower()
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    """`promtool check rules` accepts alerts.yml with every lint enabled and fatal."""
+    run = subprocess.run(
+        ["promtool", "check", "rules", "--lint=all", "--lint-fatal", str(ALERTS)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@needs_promtool
+def test_promtool_test_rules() -> None:
+    """The promtool unit tests of the alerts pass."""
+    run = subprocess.run(
+        ["promtool", "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_alert_is_shown_firing_and_quiet() -> None:
+    """Each alert has a unit test where it fires and one where it stays quiet."""
+    tests = yaml.safe_load(ALERTS_TEST.read_text())["tests"]
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    names = set(alert_names())
+    assert names - fires == set(), "alerts never shown firing"
+    assert names - quiet == set(), "alerts never shown quiet"
+    assert (fires | quiet) - names == set(), "tests of alerts that do not exist"
+
+
+def test_alerts_only_use_exported_metrics() -> None:
+    """Every metric an alert reads is one the exporter exports (or Prometheus' `up`)."""
+    for rule in rules():
+        assert unknown_metrics(rule["expr"]) == set(), rule.get("alert")
+
+
+def test_no_label_called_namespace() -> None:
+    """Rules use namespace_id / namespace_name: `namespace` belongs to Kubernetes."""
+    for rule in rules():
+        text = yaml.safe_dump(rule)
+        assert not re.search(r"\bnamespace\b(?!_)\s*[=!~]", rule["expr"]), rule["alert"]
+        assert "$labels.namespace }}" not in text, rule["alert"]
+
+
+def test_every_alert_is_annotated() -> None:
+    """summary, description, a README runbook anchor, a severity and a `for:` or reason."""
+    names = alert_names()
+    assert len(names) == len(set(names)), "duplicate alert names"
+    for rule in rules():
+        name = rule["alert"]
+        assert re.fullmatch(r"DurableObjects[A-Z][A-Za-z]+", name), name
+        ann = rule.get("annotations", {})
+        assert ann.get("summary") and ann.get("description"), name
+        assert ann.get("runbook_url") == RUNBOOK + anchor(name), name
+        assert rule.get("labels", {}).get("severity") in {"warning", "critical"}, name
+
+
+def test_growth_and_health_alerts_are_there() -> None:
+    """The issue's list: three growth alerts and the exporter health alerts."""
+    exprs = {rule["alert"]: rule["expr"] for rule in rules()}
+    assert "predict_linear(" in exprs["DurableObjectsPredictedOverThreshold"]
+    assert "objects_with_stored_data" in exprs["DurableObjectsStoredDataJump"]
+    assert "[1d]" in exprs["DurableObjectsFastGrowth"]
+    assert "up{" in exprs["DurableObjectsExporterDown"]
+    assert "time() - " in exprs["DurableObjectsExporterDataStale"]
+    assert 'code="429"' in exprs["DurableObjectsApiRateLimited"]
+    assert "last_poll_success" in exprs["DurableObjectsExporterPollsFailing"]
+    assert "api_requests_total" in exprs["DurableObjectsApiErrors"]
+
+
+def test_docs_have_a_runbook_section_per_alert() -> None:
+    """docs/alerts.md has a heading per alert whose anchor is the runbook URL's."""
+    anchors = heading_anchors(DOCS.read_text())
+    missing = [name for name in alert_names() if anchor(name) not in anchors]
+    assert missing == []
+
+
+def test_readme_has_the_runbook_anchors_once_it_has_an_alerts_section() -> None:
+    """When README.md carries the Alerts section, every runbook_url anchor resolves there."""
+    readme = ROOT / "README.md"
+    if not readme.exists() or "alert-durableobjects" not in readme.read_text().lower():
+        pytest.skip("README.md has no Alerts section yet (docs/alerts.md is its source)")
+    anchors = heading_anchors(readme.read_text())
+    missing = [name for name in alert_names() if anchor(name) not in anchors]
+    assert missing == []
+
+
+def test_docs_state_every_for_duration() -> None:
+    """docs/alerts.md names each alert's `for:` so users know the default they change."""
+    text = DOCS.read_text()
+    for rule in rules():
+        section = text.split(f"### Alert: {rule['alert']}\n", 1)[1].split("\n### ", 1)[0]
+        duration = rule.get("for", "0m")
+        assert f"`for: {duration}`" in section, rule["alert"]

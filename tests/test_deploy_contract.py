@@ -1,0 +1,135 @@
+"""The metric contract as the deploy files see it, and a PromQL metric-name reader.
+
+tests/test_dashboard.py, tests/test_alerts.py and tests/test_e2e_prometheus.py import from
+here; the tests below check the reader itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+P = "cloudflare_durable_objects_"
+E = P + "exporter_"
+
+# DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` is a later addition
+# the dashboard shows where it exists.
+CONTRACT: dict[str, frozenset[str]] = {
+    P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
+    P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
+    P + "namespace_info": frozenset(
+        {"account_id", "namespace_id", "namespace_name", "class", "script", "use_sqlite"}
+    ),
+    P + "namespaces": frozenset({"account_id"}),
+    P + "sqlite_namespaces": frozenset({"account_id"}),
+    E + "last_poll_success": frozenset({"account_id"}),
+    E + "last_poll_timestamp_seconds": frozenset({"account_id"}),
+    E + "last_poll_duration_seconds": frozenset({"account_id"}),
+    E + "polls_total": frozenset({"account_id", "result"}),
+    E + "namespace_last_success_timestamp_seconds": frozenset({"account_id", "namespace_id"}),
+    E + "api_requests_total": frozenset({"endpoint", "code"}),
+    E + "api_request_duration_seconds": frozenset({"endpoint"}),
+    E + "api_errors_total": frozenset({"endpoint", "error_code"}),
+    E + "api_ratelimit_remaining": frozenset(),
+    E + "build_info": frozenset({"version"}),
+    E + "full_refresh_seconds": frozenset(),
+}
+HISTOGRAMS = {E + "api_request_duration_seconds"}
+# Series Prometheus makes itself, which the rules and dashboard may use too.
+PROMETHEUS_SERIES = {"up"}
+# Metrics that may be missing from a healthy exporter's output (not every version or API
+# answer produces them).
+OPTIONAL = {E + "full_refresh_seconds", E + "api_ratelimit_remaining"}
+
+_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+    "and", "or", "unless", "inf", "nan", "atan2",
+}  # fmt: skip
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENT = re.compile(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (not functions, labels or keywords)."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    s = re.sub(r"\{[^}]*\}", "", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", "", s)  # range and subquery windows
+    s = _GROUPING.sub(" ", s)  # by (...), on (...), group_left (...)
+    s = re.sub(r"\boffset\s+-?[0-9a-z]+", " ", s)
+    names = set()
+    for m in _IDENT.finditer(s):
+        token = m.group(0)
+        if token.lower() in _KEYWORDS or s[m.end() :].lstrip().startswith("("):
+            continue
+        names.add(token)
+    return names
+
+
+def selectors(expr: str) -> list[str]:
+    """Every `name{matchers}` or bare `name` vector selector in an expression, as written."""
+    out = []
+    for name in sorted(metric_names(expr)):
+        for m in re.finditer(rf"(?<![\w:]){re.escape(name)}(?![\w:])(\{{[^}}]*\}})?", expr):
+            out.append(m.group(0))
+    return out
+
+
+def base_name(name: str) -> str:
+    """A histogram's series name (`_bucket`, `_sum`, `_count`) mapped to the histogram."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)] in HISTOGRAMS:
+            return name[: -len(suffix)]
+    return name
+
+
+def unknown_metrics(expr: str) -> set[str]:
+    """Names in `expr` that are neither in the contract nor Prometheus' own."""
+    return {
+        n for n in metric_names(expr) if base_name(n) not in CONTRACT and n not in PROMETHEUS_SERIES
+    }
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    return {
+        github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*$", markdown, re.M)
+    }
+
+
+# ---- tests of the helpers -------------------------------------------------------------
+
+
+def test_metric_names_skips_functions_labels_and_keywords() -> None:
+    """The reader finds selected metrics and nothing else."""
+    expr = (
+        'sum by (job, instance) (rate(foo_total{code!~"2..|429"}[5m])) '
+        "/ on (job) group_left (version) bar_info offset 1d > 1e6 and baz"
+        ' * label_replace(qux, "storage", "SQLite", "use_sqlite", "true")'
+        " > $threshold"
+    )
+    assert metric_names(expr) == {"foo_total", "bar_info", "baz", "qux"}
+
+
+def test_histogram_series_map_to_their_histogram() -> None:
+    """`_bucket` series of a contract histogram count as the contract metric."""
+    expr = f"histogram_quantile(0.9, sum by (le) (rate({E}api_request_duration_seconds_bucket[5m])))"
+    assert unknown_metrics(expr) == set()
+    assert unknown_metrics(f"{P}object") == {P + "object"}
+
+
+def test_selectors_keep_their_matchers() -> None:
+    """Selectors come back with their matchers, as written."""
+    assert selectors('a{x="1"} + a offset 5m + b[5m]') == ['a{x="1"}', "a", "b"]
+
+
+def test_github_anchor() -> None:
+    """Headings turn into GitHub's anchors."""
+    assert github_anchor("Alert: DurableObjectsFastGrowth") == "alert-durableobjectsfastgrowth"
+    assert heading_anchors("# Deploy\n\n### Alert: `X`\n") == {"deploy", "alert-x"}
