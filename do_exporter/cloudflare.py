@@ -11,7 +11,6 @@ The client knows nothing about Prometheus: it reports each request to a
 from __future__ import annotations
 
 import email.utils
-import json
 import random
 import re
 import threading
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import msgspec
 import requests
 import structlog
 
@@ -157,8 +157,8 @@ class ObjectsPage:
 def parse_envelope(endpoint: str, status: int, body: bytes, cf_ray: str | None = None) -> Envelope:
     """Decode a v4 envelope; raise :class:`CloudflareAPIError` unless it is a success."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = msgspec.json.decode(body)
+    except msgspec.MsgspecError:
         doc = None
     if not isinstance(doc, dict):
         kind = "http" if status >= 400 else INVALID_RESPONSE
@@ -239,6 +239,30 @@ def parse_namespace(item: Mapping[str, Any]) -> Namespace | None:
     )
 
 
+class _Object(msgspec.Struct, gc=False):
+    hasStoredData: bool | None = None  # the API's camelCase field name
+
+
+class _Cursors(msgspec.Struct, gc=False):
+    after: str | None = None
+
+
+class _ObjectsInfo(msgspec.Struct, gc=False):
+    cursor: str | None = None
+    cursors: _Cursors | None = None
+
+
+class _ObjectsEnvelope(msgspec.Struct, gc=False):
+    success: bool | None = None
+    result: list[_Object] | None = None
+    result_info: _ObjectsInfo | None = None
+
+
+# Decodes only the fields we count; object ids are scanned over, never built as strings.
+# About 5x less CPU than json.loads on a 10,000-object page (docs/benchmarks.md).
+_OBJECTS_DECODER = msgspec.json.Decoder(_ObjectsEnvelope)
+
+
 def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> ObjectsPage:
     """Count one page of objects and find the next cursor.
 
@@ -246,9 +270,24 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
     else ``result_info.cursors.after`` (the current SDKs). A page without ``result_info``
     cannot say whether more pages follow, so it is an invalid response, never a short count.
     """
-    env = parse_envelope("objects", status, body, cf_ray)
-    items = _result_list("objects", env, status)
-    if env.result_info is None:
+    page: _ObjectsEnvelope | None = None
+    if status < 400:
+        try:
+            page = _OBJECTS_DECODER.decode(body)
+        except msgspec.MsgspecError:
+            page = None
+    if page is None or page.success is not True or page.result is None:
+        # Not the happy path: decode generically for the precise error.
+        env = parse_envelope("objects", status, body, cf_ray)
+        _result_list("objects", env, status)
+        raise CloudflareAPIError(
+            "unexpected field types in the objects page",
+            endpoint="objects",
+            kind=INVALID_RESPONSE,
+            status=status,
+            cf_ray=cf_ray,
+        )
+    if page.result_info is None:
         raise CloudflareAPIError(
             "result_info missing: cannot tell whether more objects follow",
             endpoint="objects",
@@ -256,8 +295,10 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
             status=status,
             cf_ray=cf_ray,
         )
-    with_data = sum(1 for item in items if item.get("hasStoredData") is True)
-    return ObjectsPage(len(items), with_data, next_cursor(env.result_info))
+    with_data = sum(1 for item in page.result if item.hasStoredData is True)
+    info = page.result_info
+    cursor = info.cursor or (info.cursors.after if info.cursors else None) or None
+    return ObjectsPage(len(page.result), with_data, cursor)
 
 
 def next_cursor(info: Mapping[str, Any]) -> str | None:

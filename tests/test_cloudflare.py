@@ -440,16 +440,29 @@ def test_next_cursor_prefers_cursor_then_cursors_after() -> None:
     assert next_cursor({}) is None
 
 
-def test_parse_objects_page_counts_only_true_flags() -> None:
-    """hasStoredData counts only when it is literally true."""
+def test_parse_objects_page_counts_stored_flags() -> None:
+    """hasStoredData true counts; false, null or absent does not."""
     body = json.dumps(
         env(
-            [{"id": "1", "hasStoredData": True}, {"id": "2", "hasStoredData": "true"}, {"id": "3"}],
+            [
+                {"id": "1", "hasStoredData": True},
+                {"id": "2", "hasStoredData": None},
+                {"id": "3", "hasStoredData": False},
+                {"id": "4"},
+            ],
             {"cursor": "n"},
         )
     ).encode()
     page = parse_objects_page(200, body)
-    assert (page.count, page.with_stored_data, page.cursor) == (3, 1, "n")
+    assert (page.count, page.with_stored_data, page.cursor) == (4, 1, "n")
+
+
+def test_parse_objects_page_wrong_flag_type_is_invalid() -> None:
+    """A flag of the wrong type makes the page unusable rather than silently miscounted."""
+    body = json.dumps(env([{"id": "1", "hasStoredData": "true"}], {"cursor": ""})).encode()
+    with pytest.raises(CloudflareAPIError) as info:
+        parse_objects_page(200, body)
+    assert info.value.kind == "invalid_response"
 
 
 def test_parse_envelope_html_error_page() -> None:
