@@ -119,7 +119,8 @@ def test_metric_names_skips_functions_labels_and_keywords() -> None:
 
 def test_histogram_series_map_to_their_histogram() -> None:
     """`_bucket` series of a contract histogram count as the contract metric."""
-    expr = f"histogram_quantile(0.9, sum by (le) (rate({E}api_request_duration_seconds_bucket[5m])))"
+    bucket = E + "api_request_duration_seconds_bucket"
+    expr = f"histogram_quantile(0.9, sum by (le) (rate({bucket}[5m])))"
     assert unknown_metrics(expr) == set()
     assert unknown_metrics(f"{P}object") == {P + "object"}
 

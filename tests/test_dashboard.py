@@ -1,0 +1,202 @@
+"""The Grafana dashboard and its provisioning: structure, variables, queries, sync."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from test_deploy_contract import CONTRACT, ROOT, P, metric_names, selectors, unknown_metrics
+
+GRAFANA = ROOT / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "do-exporter.json"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+PER_ACCOUNT = {name for name, labels in CONTRACT.items() if "account_id" in labels}
+
+
+def board() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dash["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def targets(dash: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for panel in panels(dash):
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def variables(dash: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dash["templating"]["list"]}
+
+
+def test_committed_json_is_what_the_builder_builds() -> None:
+    """grafana/dashboards/do-exporter.json is up to date with grafana/build_dashboard.py."""
+    spec = importlib.util.spec_from_file_location("build_dashboard", GRAFANA / "build_dashboard.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert DASHBOARD.read_text() == module.render(), "run: python grafana/build_dashboard.py"
+
+
+def test_dashboard_is_provisionable() -> None:
+    """Stable uid, id null, no export placeholders that break file provisioning."""
+    dash = board()
+    text = DASHBOARD.read_text()
+    assert dash["id"] is None
+    assert dash["uid"] == "do-exporter-durable-objects"
+    assert dash["schemaVersion"] >= 36  # Grafana 9.x+, 10 writes 38/39
+    assert "__inputs" not in dash and "__requires" not in dash
+    assert "${DS_" not in text
+    assert not re.search(r"\b[0-9a-f]{32}\b", text), "an account or namespace id is hard-coded"
+
+
+def test_every_panel_and_query_uses_the_datasource_variable() -> None:
+    """The `datasource` variable (type datasource, prometheus) feeds every panel and query."""
+    dash = board()
+    var = variables(dash)["datasource"]
+    assert var["type"] == "datasource" and var["query"] == "prometheus"
+    for panel in panels(dash):
+        if panel["type"] != "row":
+            assert panel["datasource"] == DS, panel["title"]
+    for panel, target in targets(dash):
+        assert target["datasource"] == DS, panel["title"]
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            assert v["datasource"] == DS, v["name"]
+
+
+def test_variables_chain_job_account_namespace() -> None:
+    """job -> account_id -> namespace_name, each query filtered by the ones before it."""
+    vs = variables(board())
+    assert list(vs) == ["datasource", "job", "account_id", "namespace_name", "topn"]
+    assert "$job" not in vs["job"]["definition"]
+    assert '$job"' in vs["account_id"]["definition"]
+    assert '$job"' in vs["namespace_name"]["definition"]
+    assert '$account_id"' in vs["namespace_name"]["definition"]
+    for name in ("job", "account_id", "namespace_name"):
+        v = vs[name]
+        assert v["definition"] == v["query"]["query"]
+        assert re.fullmatch(r"label_values\((.+), " + name + r"\)", v["definition"]), name
+        assert v["includeAll"] and v["multi"] and v["allValue"] == ".*", name
+
+
+def test_rows_cover_the_issue() -> None:
+    """Overview, per-namespace and exporter-health rows with the panels the issue lists."""
+    dash = board()
+    rows: dict[str, list[str]] = {}
+    current = ""
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            current = panel["title"]
+            rows[current] = []
+        else:
+            rows[current].append(panel["title"])
+    assert list(rows) == ["Overview", "Per namespace", "Exporter health"]
+    overview = " ".join(rows["Overview"])
+    for word in ("Accounts", "Namespaces", "SQLite", "Objects", "stored data"):
+        assert word in overview
+    per_ns = " ".join(rows["Per namespace"])
+    for word in ("Objects", "stored data", "Growth per hour", "Growth per day",
+                 "by objects", "by growth"):  # fmt: skip
+        assert word in per_ns
+    health = " ".join(rows["Exporter health"])
+    for word in ("poll", "Data age", "Poll duration", "API requests by code",
+                 "API errors by code", "429"):  # fmt: skip
+        assert word in health
+
+
+def test_top_tables_join_namespace_info() -> None:
+    """The top-N tables show class, script and storage backend from namespace_info."""
+    tables = [p for p in panels(board()) if p["type"] == "table"]
+    assert len(tables) == 2
+    for table in tables:
+        first = table["targets"][0]["expr"]
+        assert "topk($topn" in first and P + "namespace_info" in first
+        assert "group_left (class, script, storage)" in first
+        organize = next(t for t in table["transformations"] if t["id"] == "organize")
+        shown = set(organize["options"]["renameByName"].values())
+        assert {"Class", "Script", "Storage", "Namespace", "Account"} <= shown
+        assert all(t.get("format") == "table" and t["instant"] for t in table["targets"])
+
+
+def test_units_and_legends_are_set() -> None:
+    """Graphs and stats have a unit; every graph query has a legend with labels."""
+    for panel in panels(board()):
+        if panel["type"] in {"timeseries", "stat"}:
+            assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+        if panel["type"] == "timeseries":
+            for target in panel["targets"]:
+                assert "{{" in target["legendFormat"], panel["title"]
+
+
+def test_queries_only_use_exported_metrics() -> None:
+    """Every metric a query or variable reads is in the exporter's contract (or `up`)."""
+    dash = board()
+    exprs = [t["expr"] for _, t in targets(dash)]
+    exprs += [
+        re.sub(r"^label_values\((.+), \w+\)$", r"\1", v["definition"])
+        for v in dash["templating"]["list"]
+        if v["type"] == "query"
+    ]
+    for expr in exprs:
+        assert unknown_metrics(expr) == set(), expr
+    used = set().union(*(metric_names(e) for e in exprs))
+    assert {P + "objects", P + "objects_with_stored_data", P + "namespace_info"} <= used
+
+
+def test_queries_follow_the_variables() -> None:
+    """Each selector filters by $job, and per-account metrics by $account_id too."""
+    for panel, target in targets(board()):
+        for sel in selectors(target["expr"]):
+            assert 'job=~"$job"' in sel, (panel["title"], sel)
+            name = sel.split("{", 1)[0]
+            if name in PER_ACCOUNT:
+                assert 'account_id=~"$account_id"' in sel, (panel["title"], sel)
+            if name in {P + "objects", P + "objects_with_stored_data", P + "namespace_info"}:
+                assert 'namespace_name=~"$namespace_name"' in sel, (panel["title"], sel)
+        assert not re.search(r"\bnamespace\s*[=!]", target["expr"]), "label is namespace_id/_name"
+
+
+def test_panels_do_not_overlap() -> None:
+    """Grid positions fit the 24 columns and no two panels cover the same cell."""
+    cells: dict[tuple[int, int], str] = {}
+    ids = set()
+    for panel in panels(board()):
+        assert panel["id"] not in ids
+        ids.add(panel["id"])
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
+                cells[(x, y)] = panel["title"]
+
+
+def test_provisioning_points_at_the_dashboard() -> None:
+    """The provider path is where compose mounts grafana/dashboards; the datasource is there."""
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/do-exporter.yml").read_text())
+    assert provider["apiVersion"] == 1
+    (prov,) = provider["providers"]
+    assert prov["type"] == "file"
+    compose = yaml.safe_load((ROOT / "deploy/docker/docker-compose.yml").read_text())
+    mounts = dict(
+        v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"] if v.startswith(".")
+    )
+    assert mounts["../../grafana/dashboards"] == prov["options"]["path"]
+    assert mounts["../../grafana/provisioning"] == "/etc/grafana/provisioning"
+    ds = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"]
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    env = compose["services"]["grafana"]["environment"]
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == prov["options"]["path"] + "/" + DASHBOARD.name
