@@ -7,6 +7,7 @@ SIGINT), after cancelling any poll in flight.
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from dataclasses import dataclass
@@ -105,9 +106,16 @@ class Exporter:
 
     # -- serving --------------------------------------------------------------------------
 
-    def exposition(self) -> bytes:
-        """What ``/metrics`` serves: the snapshot's pre-rendered part plus own metrics."""
-        return self.store.exposition + generate_latest(self.metrics)
+    def exposition(self, compressed: bool = False) -> bytes:
+        """What ``/metrics`` serves: the snapshot's pre-rendered part plus own metrics.
+
+        With ``compressed`` the result is gzip: the snapshot's part was compressed once when
+        it was published; only the small own-metrics part is compressed per scrape.
+        """
+        own = generate_latest(self.metrics)
+        if compressed:
+            return self.store.exposition_gzip + gzip.compress(own, compresslevel=1, mtime=0)
+        return self.store.exposition + own
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

@@ -6,7 +6,6 @@ request metrics are a few dozen series. It never waits for a poll.
 
 from __future__ import annotations
 
-import gzip
 import html
 import socket
 import threading
@@ -23,7 +22,6 @@ from . import __version__
 log = structlog.get_logger("do_exporter.server")
 
 IDLE_TIMEOUT = 30.0  # seconds a client may keep a connection idle or send slowly
-GZIP_MIN_BYTES = 1024
 
 
 class _Server(ThreadingHTTPServer):
@@ -41,7 +39,7 @@ class MetricsServer:
         host: str,
         port: int,
         *,
-        metrics: Callable[[], bytes],
+        metrics: Callable[[bool], bytes],
         ready: Callable[[], bool],
     ) -> None:
         handler = _handler_class(metrics, ready)
@@ -80,7 +78,7 @@ _LANDING = """<!doctype html>
 
 
 def _handler_class(
-    metrics: Callable[[], bytes], ready: Callable[[], bool]
+    metrics: Callable[[bool], bytes], ready: Callable[[], bool]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"do-exporter/{__version__}"
@@ -97,8 +95,14 @@ def _handler_class(
         def _respond(self, *, send_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                body = metrics()
-                self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, body, send_body, compress=True)
+                gzipped = "gzip" in self.headers.get("Accept-Encoding", "").lower()
+                self._send(
+                    HTTPStatus.OK,
+                    CONTENT_TYPE_LATEST,
+                    metrics(gzipped),
+                    send_body,
+                    encoding="gzip" if gzipped else None,
+                )
             elif path == "/healthz":
                 self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", send_body)
             elif path == "/readyz":
@@ -126,18 +130,14 @@ def _handler_class(
             body: bytes,
             send_body: bool,
             *,
-            compress: bool = False,
+            encoding: str | None = None,
         ) -> None:
-            accept = self.headers.get("Accept-Encoding", "")
-            gzipped = compress and len(body) >= GZIP_MIN_BYTES and "gzip" in accept.lower()
-            if gzipped:
-                body = gzip.compress(body, compresslevel=1)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            if gzipped:
-                self.send_header("Content-Encoding", "gzip")
-            if compress:
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
+            if content_type == CONTENT_TYPE_LATEST:
                 self.send_header("Vary", "Accept-Encoding")
             self.end_headers()
             if send_body:

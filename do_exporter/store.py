@@ -7,14 +7,27 @@ take one attribute (a tuple) and never see a half-updated pair.
 
 from __future__ import annotations
 
+import gzip
+
 from .collector import render
 from .model import Snapshot
 
 
 class SnapshotStore:
+    """Holds the snapshot with its exposition, plain and gzip-compressed.
+
+    The gzip form is one complete gzip member: a scrape that asks for gzip gets it followed
+    by a second member for the exporter's own metrics, which every gzip reader (Prometheus'
+    included) decodes as one stream (RFC 1952, section 2.2).
+    """
+
     def __init__(self, snapshot: Snapshot | None = None) -> None:
-        initial = snapshot or Snapshot()
-        self._current: tuple[Snapshot, bytes] = (initial, render(initial))
+        self._current = self._prepare(snapshot or Snapshot())
+
+    @staticmethod
+    def _prepare(snapshot: Snapshot) -> tuple[Snapshot, bytes, bytes]:
+        text = render(snapshot)
+        return snapshot, text, gzip.compress(text, compresslevel=6, mtime=0)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -24,5 +37,9 @@ class SnapshotStore:
     def exposition(self) -> bytes:
         return self._current[1]
 
+    @property
+    def exposition_gzip(self) -> bytes:
+        return self._current[2]
+
     def publish(self, snapshot: Snapshot) -> None:
-        self._current = (snapshot, render(snapshot))
+        self._current = self._prepare(snapshot)

@@ -101,6 +101,10 @@ def test_metrics_gzip_when_asked(make_sim: MakeSim, run_exporter: Callable[..., 
     assert raw.headers["Content-Encoding"] == "gzip"
     text = gzip.decompress(raw.raw.read()).decode()
     assert "cloudflare_durable_objects_objects{" in text
+    assert "cloudflare_durable_objects_exporter_build_info{" in text  # the second member
+    decoded = r.get("/metrics").text  # requests asks for gzip and decodes both members
+    assert "cloudflare_durable_objects_objects{" in decoded
+    assert "cloudflare_durable_objects_exporter_build_info{" in decoded
     plain = requests.get(r.url + "/metrics", headers={"Accept-Encoding": "identity"}, timeout=2)
     assert "Content-Encoding" not in plain.headers
 
