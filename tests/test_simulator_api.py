@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -550,6 +551,28 @@ def test_ten_million_objects_cost_nothing_and_serve_fast(
     )  # fmt: skip
     assert response.status == 200
     assert time.perf_counter() - started < 0.5  # a few ms in practice; generous for CI
+
+
+def test_concurrent_walks_each_see_every_object(sim: Simulator) -> None:
+    """Four clients walking at once each get all 2,345 objects, and the stats add up."""
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def walker() -> None:
+        try:
+            with requests.Session() as own:
+                objects, _ = walk_objects(own, sim, ACC_A, NS_BIG, limit=100)
+                results.append(len({o["id"] for o in objects}))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=walker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and results == [2345] * 4
+    assert sim.stats()["requests"]["objects"] == {"200": 4 * 24}
 
 
 # ---- stats and admin API -------------------------------------------------------------------

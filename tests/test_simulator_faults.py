@@ -206,6 +206,13 @@ def test_wrong_type_result(sim: Simulator, http: requests.Session) -> None:
     assert body["success"] is True and isinstance(body["result"], dict)
 
 
+def test_wrong_type_on_verify_is_a_list(sim: Simulator, http: requests.Session) -> None:
+    """wrong_type on verify: result is a list where an object belongs."""
+    sim.inject("wrong_type", endpoint="verify")
+    body = get(http, sim, "/user/tokens/verify").json()
+    assert isinstance(body["result"], list) and body["result"][0]["status"] == "active"
+
+
 def test_missing_result_info(sim: Simulator, http: requests.Session) -> None:
     """missing_result_info: the envelope without result_info."""
     sim.inject("missing_result_info", endpoint="objects")

@@ -452,7 +452,7 @@ class Simulator:
         if limited is not None:
             return limited
         if endpoint == "verify":
-            response = self._verify(token, groups)
+            response = self._verify(token, groups, fault)
         elif endpoint == "accounts":
             response = self._list_accounts(token, query, fault)
         else:
@@ -509,7 +509,7 @@ class Simulator:
             remaining = limit.requests - budget.used
         return None, [("Ratelimit", f'"default";r={remaining};t={reset}'), policy]
 
-    def _verify(self, token: TokenSpec, groups: tuple[str, ...]) -> Response:
+    def _verify(self, token: TokenSpec, groups: tuple[str, ...], fault: Fault | None) -> Response:
         if groups:  # /accounts/{id}/tokens/verify
             account_id = groups[0]
             if not HEX32.match(account_id):
@@ -523,7 +523,7 @@ class Simulator:
         if token.status != "active":
             messages = []
         result = json.dumps({"id": token.id, "status": token.status}, separators=(",", ":"))
-        return Response(200, r.success_body(result, None, messages))
+        return self._success(result, None, fault, messages)
 
     def _check_account(self, token: TokenSpec, account_id: str, endpoint: str) -> Response | None:
         if token.status != "active":
@@ -586,7 +586,11 @@ class Simulator:
         return self._success(json.dumps(chunk, separators=(",", ":")), info, fault)
 
     def _success(
-        self, result_json: str, info: dict[str, Any] | None, fault: Fault | None
+        self,
+        result_json: str,
+        info: dict[str, Any] | None,
+        fault: Fault | None,
+        messages: list[dict[str, Any]] | None = None,
     ) -> Response:
         kind = fault.kind if fault is not None else None
         if kind == "success_false":
@@ -594,10 +598,11 @@ class Simulator:
             message = fault.message if fault is not None and fault.message else r.UNKNOWN_ERROR[1]
             return Response(200, r.error_body(code, message))
         if kind == "wrong_type":
-            result_json = '{"items":' + result_json + "}"
+            wrapped = result_json.startswith("[")
+            result_json = '{"items":' + result_json + "}" if wrapped else "[" + result_json + "]"
         if kind == "missing_result_info":
             info = None
-        return Response(200, r.success_body(result_json, info))
+        return Response(200, r.success_body(result_json, info, messages))
 
     def _list_objects(
         self, account_id: str, namespace_id: str, query: dict[str, str], fault: Fault | None
