@@ -33,6 +33,11 @@ from .store import SnapshotStore
 
 log = structlog.get_logger("do_exporter.app")
 
+# Cloudflare also limits each client IP to 200 requests a second; stay well below it.
+PER_SECOND_LIMIT = 100
+# A scheduled poll publishes what it has this long before the next one is due.
+DEADLINE_MARGIN = 0.1
+
 
 class StartupError(Exception):
     """The exporter cannot start (e.g. the listen address is taken); one line for the user."""
@@ -54,7 +59,12 @@ class Exporter:
         self.config = config
         self.cancel = threading.Event()
         self.metrics = ExporterMetrics()
-        self.limiter = RateLimiter(config.api_rate_limit, RATE_LIMIT_WINDOW, cancel=self.cancel)
+        self.limiter = RateLimiter(
+            config.api_rate_limit,
+            RATE_LIMIT_WINDOW,
+            per_second=PER_SECOND_LIMIT,
+            cancel=self.cancel,
+        )
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.max_concurrency)
         self.session.mount("https://", adapter)
@@ -72,6 +82,7 @@ class Exporter:
             self.client,
             account_ids=target.account_ids,
             max_workers=config.max_concurrency,
+            budget_per_poll=config.api_rate_limit * config.interval / RATE_LIMIT_WINDOW,
             cancel=self.cancel,
         )
         self.store = SnapshotStore()
@@ -80,16 +91,21 @@ class Exporter:
 
     # -- polling --------------------------------------------------------------------------
 
-    def poll_once(self) -> Snapshot:
-        """Poll now and publish the result; returns the new snapshot."""
-        snapshot = self.poller.poll(self.store.snapshot)
+    def poll_once(self, deadline: float | None = None) -> Snapshot:
+        """Poll now and publish the result; returns the new snapshot.
+
+        ``deadline`` (Unix time): publish what is known by then; walks still running carry
+        on into the next poll (see :mod:`do_exporter.poller`).
+        """
+        snapshot = self.poller.poll(self.store.snapshot, deadline)
         self.store.publish(snapshot)
         return snapshot
 
     def _poll_job(self) -> None:
         started = time.monotonic()
+        interval = self.config.interval
         try:
-            self.poll_once()
+            snapshot = self.poll_once(deadline=time.time() + interval * (1 - DEADLINE_MARGIN))
         except Cancelled:
             log.info("poll cancelled by shutdown")
             return
@@ -97,11 +113,20 @@ class Exporter:
             log.exception("poll crashed; keeping the last snapshot")
             return
         took = time.monotonic() - started
-        if took > self.config.interval:
+        if took > interval:
             log.warning(
                 "poll took longer than the interval; the next poll starts late",
                 duration_seconds=round(took, 3),
-                interval_seconds=self.config.interval,
+                interval_seconds=interval,
+            )
+        behind = snapshot.full_refresh_seconds
+        if behind is not None and behind > 1.5 * interval:
+            log.warning(
+                "the request budget cannot count every namespace each interval: "
+                "large namespaces are refreshed less often",
+                full_refresh_seconds=round(behind, 1),
+                interval_seconds=interval,
+                api_rate_limit=self.config.api_rate_limit,
             )
 
     # -- serving --------------------------------------------------------------------------

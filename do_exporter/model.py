@@ -37,6 +37,7 @@ class ObjectCount:
     objects: int
     with_stored_data: int
     pages: int = 0
+    completed_at: float | None = None  # Unix time the walk ended (None: the poll's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class NamespaceCount:
     objects: int
     with_stored_data: int
     completed_at: float
+    refresh_seconds: float | None = None  # time since the count before this one completed
 
 
 def _frozen_counts() -> Mapping[str, NamespaceCount]:
@@ -142,8 +144,13 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
     for ns in namespaces:
         outcome = poll.counts.get(ns.id)
         if isinstance(outcome, ObjectCount):
+            completed = outcome.completed_at or poll.finished_at
+            before = prev.counts.get(ns.id)
             counts[ns.id] = NamespaceCount(
-                outcome.objects, outcome.with_stored_data, poll.finished_at
+                outcome.objects,
+                outcome.with_stored_data,
+                completed,
+                refresh_seconds=completed - before.completed_at if before else None,
             )
             continue
         if ns.id in poll.counts:  # attempted and failed

@@ -7,7 +7,9 @@ window over the times of the last grants. A classic token bucket of the same ave
 either bursts past the budget (bucket size plus refill can reach twice the limit in one
 window) or, with a small bucket, paces requests that would have fitted, so it was not used.
 
-A 429 from the API pauses every caller until ``Retry-After`` has passed (:meth:`pause`).
+A second, short window (``per_second``) keeps bursts under Cloudflare's per-IP limit of 200
+requests a second. A 429 from the API pauses every caller until ``Retry-After`` has passed
+(:meth:`pause`).
 """
 
 from __future__ import annotations
@@ -22,24 +24,49 @@ class Cancelled(Exception):
     """The wait was interrupted because the exporter is shutting down."""
 
 
+class _Window:
+    """Times of the grants inside one sliding window."""
+
+    __slots__ = ("grants", "limit", "seconds")
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        if limit < 1 or seconds <= 0:
+            raise ValueError("a window needs limit >= 1 and seconds > 0")
+        self.limit = limit
+        self.seconds = seconds
+        self.grants: deque[float] = deque()
+
+    def delay(self, now: float) -> float:
+        """Seconds until this window has room (0: room now), after forgetting old grants."""
+        horizon = now - self.seconds
+        grants = self.grants
+        while grants and grants[0] <= horizon:
+            grants.popleft()
+        if len(grants) < self.limit:
+            return 0.0
+        return grants[0] + self.seconds - now
+
+
 class RateLimiter:
-    """At most ``requests`` grants in any ``window`` seconds, plus pauses on demand."""
+    """At most ``requests`` grants in any ``window`` seconds (and ``per_second`` in any
+    second), plus pauses on demand."""
 
     def __init__(
         self,
         requests: int,
         window: float = 300.0,
         *,
+        per_second: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         cancel: threading.Event | None = None,
     ) -> None:
-        if requests < 1 or window <= 0:
-            raise ValueError("requests must be >= 1 and window > 0")
         self.requests = requests
         self.window = window
+        self._windows = [_Window(requests, window)]
+        if per_second is not None:
+            self._windows.append(_Window(per_second, 1.0))
         self._clock = clock
         self._cancel = cancel or threading.Event()
-        self._grants: deque[float] = deque()
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
@@ -57,16 +84,11 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                horizon = now - self.window
-                while self._grants and self._grants[0] <= horizon:
-                    self._grants.popleft()
-                if self._paused_until > now:
-                    delay = self._paused_until - now
-                elif len(self._grants) < self.requests:
-                    self._grants.append(now)
+                delay = max(self._paused_until - now, *(w.delay(now) for w in self._windows))
+                if delay <= 0:
+                    for w in self._windows:
+                        w.grants.append(now)
                     return waited
-                else:
-                    delay = self._grants[0] + self.window - now
             if self._cancel.wait(max(delay, 0.001)):
                 raise Cancelled()
             waited += delay
@@ -82,9 +104,7 @@ class RateLimiter:
             return max(0.0, self._paused_until - self._clock())
 
     def used(self) -> int:
-        """Requests granted within the current window."""
+        """Requests granted within the current (long) window."""
         with self._lock:
-            horizon = self._clock() - self.window
-            while self._grants and self._grants[0] <= horizon:
-                self._grants.popleft()
-            return len(self._grants)
+            self._windows[0].delay(self._clock())
+            return len(self._windows[0].grants)

@@ -174,3 +174,52 @@ def test_namespace_deleted_between_listing_and_counting(
     assert account is not None and account.last_poll_success
     assert [n.id for n in account.namespaces] == [f"{1:032x}"]
     assert gone not in account.counts
+
+
+def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """At the deadline the poll publishes what it has; the slow walk joins the next poll."""
+    import time
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20), ns(3, 30)]}))
+    slow = f"{3:032x}"
+    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=1.5, count=1)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot(), deadline=time.time() + 0.7)
+    account = first.account(ACCOUNT_A)
+    assert account is not None
+    assert set(account.counts) == {f"{1:032x}", f"{2:032x}"}  # the slow one is not there yet
+    assert account.last_poll_success  # nothing failed: the walk is still running
+    assert not first.complete and poller.inflight() == 1
+
+    time.sleep(1.5)  # the slow walk ends in the background
+    assert poller.inflight() == 0
+    sim.reset_stats()
+    second = poller.poll(first, deadline=time.time() + 5)
+    # Its finished walk is used as it is, not repeated: only the two others are walked.
+    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 2
+    account = second.account(ACCOUNT_A)
+    assert account is not None and second.complete
+    assert account.counts[slow].objects == 30
+    # The carried-over count keeps its own completion time, earlier than this poll's counts.
+    assert account.counts[slow].completed_at < account.counts[f"{1:032x}"].completed_at
+
+
+def test_walk_in_flight_is_not_started_twice(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """A namespace whose walk outlived one poll is skipped by the next, not walked again."""
+    import time
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
+    slow = f"{2:032x}"
+    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=2.0, count=1)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot(), deadline=time.time() + 0.5)
+    sim.reset_stats()
+    second = poller.poll(first, deadline=time.time() + 0.5)
+    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 1  # only namespace 1
+    account = second.account(ACCOUNT_A)
+    assert account is not None and slow not in account.counts
+    time.sleep(2.0)
+    third = poller.poll(second, deadline=time.time() + 5)
+    assert third.account(ACCOUNT_A).counts[slow].objects == 20  # type: ignore[union-attr]

@@ -85,3 +85,15 @@ def test_cancel_interrupts_a_wait() -> None:
 def test_rejects_nonsense_budgets() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+def test_per_second_window_spreads_a_burst() -> None:
+    """With per_second, a burst within the long budget is still spread over seconds."""
+    t = FakeTime()
+    limiter = RateLimiter(1000, 300, per_second=5, clock=t, cancel=t)
+    start = t.now
+    for _ in range(12):
+        limiter.acquire()
+    # 5 in the first second, 5 in the next, 2 in the third.
+    assert t.now - start == pytest.approx(2.0)
+    assert limiter.used() == 12

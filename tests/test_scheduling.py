@@ -1,0 +1,78 @@
+"""Budget-aware ordering of counts and the full-refresh figure (pure, no HTTP)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from do_exporter.model import (
+    AccountPoll,
+    AccountSnapshot,
+    Namespace,
+    NamespaceCount,
+    ObjectCount,
+    Snapshot,
+    next_account,
+)
+from do_exporter.poller import _AccountWork, _full_refresh, _Plan, estimated_pages
+
+A = "a" * 32
+
+
+def previous(sizes: dict[str, int], completed: dict[str, float] | None = None) -> Snapshot:
+    completed = completed or {}
+    account = AccountSnapshot(
+        account_id=A,
+        namespaces=tuple(Namespace(n) for n in [*sizes, "new"]),
+        counts=MappingProxyType(
+            {n: NamespaceCount(size, 0, completed.get(n, 100.0)) for n, size in sizes.items()}
+        ),
+        namespaces_listed=True,
+    )
+    return Snapshot(accounts=(account,))
+
+
+def order(plan: _Plan, names: list[str]) -> list[str]:
+    work = _AccountWork(A, 0.0)
+    return sorted(names, key=lambda n: plan.priority(work, Namespace(n)))
+
+
+def test_estimated_pages() -> None:
+    assert [estimated_pages(n) for n in (None, 0, 1, 10_000, 10_001)] == [1, 1, 1, 1, 2]
+
+
+def test_budget_that_fits_walks_the_largest_first() -> None:
+    """When everything fits, the longest cursor walks start first (they bound the poll)."""
+    snap = previous({"small": 5, "huge": 500_000, "mid": 50_000})
+    plan = _Plan(snap, budget=1000)
+    assert not plan.binding
+    assert order(plan, ["small", "mid", "huge", "new"]) == ["huge", "mid", "small", "new"]
+
+
+def test_binding_budget_counts_cheap_namespaces_first_then_the_stalest() -> None:
+    """When the budget binds, cheap namespaces come first; large ones by staleness."""
+    snap = previous(
+        {"a": 5, "b": 15_000, "big1": 900_000, "big2": 800_000},
+        completed={"big1": 500.0, "big2": 200.0},
+    )
+    plan = _Plan(snap, budget=20)  # 1 + 2 + 90 + 80 + 1 (new) pages needed
+    assert plan.binding
+    assert order(plan, ["big1", "big2", "b", "a", "new"]) == ["a", "new", "b", "big2", "big1"]
+
+
+def test_refresh_seconds_and_full_refresh() -> None:
+    """Each new count records the time since the previous one; the gauge is the slowest."""
+    ns = (Namespace("x"), Namespace("y"))
+    state = next_account(
+        None, AccountPoll(A, 0, 10, ns, {"x": ObjectCount(1, 0), "y": ObjectCount(1, 0)})
+    )
+    assert _full_refresh([state]) is None  # nothing refreshed twice yet
+    state = next_account(state, AccountPoll(A, 300, 310, ns, {"x": ObjectCount(2, 0)}))
+    state = next_account(
+        state,
+        AccountPoll(
+            A, 600, 610, ns, {"x": ObjectCount(3, 0), "y": ObjectCount(5, 0, completed_at=905.0)}
+        ),
+    )
+    assert state.counts["x"].refresh_seconds == 300
+    assert state.counts["y"].refresh_seconds == 895  # 10 -> 905: walked across intervals
+    assert _full_refresh([state]) == 895
