@@ -134,3 +134,31 @@ def test_github_anchor() -> None:
     """Headings turn into GitHub's anchors."""
     assert github_anchor("Alert: DurableObjectsFastGrowth") == "alert-durableobjectsfastgrowth"
     assert heading_anchors("# Deploy\n\n### Alert: `X`\n") == {"deploy", "alert-x"}
+
+
+def test_exporter_exposes_exactly_the_contract() -> None:
+    """`--once --demo` exposes every contract metric (optional ones aside) and no other.
+
+    The dashboard and rules are checked against CONTRACT; this keeps CONTRACT honest.
+    """
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "do_exporter", "--once", "--demo", "--log-level", "warning"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    exposed = dict(re.findall(r"^# TYPE (\S+) (\S+)$", run.stdout, re.M))
+    for name, kind in exposed.items():
+        expected_kind = "histogram" if name in HISTOGRAMS else kind
+        assert kind == expected_kind, name
+    assert set(exposed) - set(CONTRACT) == set(), "exported but unknown to the dashboard tests"
+    assert set(CONTRACT) - OPTIONAL - set(exposed) == set(), "in the contract but not exported"
+    for line in run.stdout.splitlines():
+        if line.startswith("#"):
+            continue
+        name = base_name(re.split(r"[{ ]", line, maxsplit=1)[0])
+        seen = set(re.findall(r'(\w+)="', line)) - {"le"}
+        if name != E + "full_refresh_seconds":  # labels not fixed by the contract yet
+            assert seen == set(CONTRACT[name]), line
