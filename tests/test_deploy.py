@@ -213,6 +213,17 @@ def test_kustomization_lists_existing_manifests() -> None:
     assert kinds == {"Deployment", "Service", "ServiceMonitor", "PrometheusRule"}
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kubectl_kustomize_renders_the_manifests() -> None:
+    """`kubectl kustomize` (offline) builds the four objects from kustomization.yaml."""
+    run = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(run.stdout))
+    assert kinds == ["Deployment", "PrometheusRule", "Service", "ServiceMonitor"]
+
+
 def test_deployment_token_from_secret_file() -> None:
     """The token Secret is mounted read-only; CLOUDFLARE_API_TOKEN_FILE names that file."""
     m = manifests()
