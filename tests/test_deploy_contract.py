@@ -162,3 +162,24 @@ def test_exporter_exposes_exactly_the_contract() -> None:
         seen = set(re.findall(r'(\w+)="', line)) - {"le"}
         if name != E + "full_refresh_seconds":  # labels not fixed by the contract yet
             assert seen == set(CONTRACT[name]), line
+
+
+def test_promtool_check_metrics_finds_nothing() -> None:
+    """`promtool check metrics` has no lint findings on the `--once --demo` exposition."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
+    exposition = subprocess.run(
+        [sys.executable, "-m", "do_exporter", "--once", "--demo", "--log-level", "warning"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    run = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
