@@ -7,7 +7,12 @@ here; the tests below check the reader itself.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,8 +146,6 @@ def test_exporter_exposes_exactly_the_contract() -> None:
 
     The dashboard and rules are checked against CONTRACT; this keeps CONTRACT honest.
     """
-    import subprocess
-    import sys
 
     run = subprocess.run(
         [sys.executable, "-m", "do_exporter", "--once", "--demo", "--log-level", "warning"],
@@ -166,11 +169,6 @@ def test_exporter_exposes_exactly_the_contract() -> None:
 
 def test_promtool_check_metrics_finds_nothing() -> None:
     """`promtool check metrics` has no lint findings on the `--once --demo` exposition."""
-    import shutil
-    import subprocess
-    import sys
-
-    import pytest
 
     if shutil.which("promtool") is None:
         pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
