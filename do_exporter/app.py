@@ -30,6 +30,7 @@ from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
 from .store import SnapshotStore
+from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.app")
 
@@ -55,8 +56,9 @@ class Target:
 class Exporter:
     """The daemon: everything the process runs, built from a :class:`Config`."""
 
-    def __init__(self, config: Config, target: Target) -> None:
+    def __init__(self, config: Config, target: Target, *, web: WebConfig | None = None) -> None:
         self.config = config
+        self.web = web
         self.cancel = threading.Event()
         self.metrics = ExporterMetrics()
         self.limiter = RateLimiter(
@@ -153,6 +155,7 @@ class Exporter:
                 self.config.listen_port,
                 metrics=self.exposition,
                 ready=self.ready,
+                web=self.web,
             )
         except OSError as exc:
             raise StartupError(
@@ -182,6 +185,8 @@ class Exporter:
             "do-exporter started",
             version=__version__,
             listen_address=f"{self.config.listen_host or '0.0.0.0'}:{server.port}",
+            scheme=server.scheme,
+            basic_auth=bool(self.web and self.web.auth),
             interval_seconds=self.config.interval,
             api_rate_limit=self.config.api_rate_limit,
             accounts=list(self.poller.account_ids) or "discover",

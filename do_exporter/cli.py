@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
+import structlog
+
 from . import __version__
 from .app import Exporter, StartupError, Target
 from .config import (
@@ -27,8 +29,10 @@ from .config import (
     build_config,
 )
 from .logs import configure
+from .webconfig import load_web_config
 
 PROG = "do-exporter"
+log = structlog.get_logger("do_exporter.cli")
 
 DESCRIPTION = """\
 Prometheus exporter for Cloudflare Durable Objects. Polls the Cloudflare API on an interval
@@ -119,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "every interface)",
     )
     run.add_argument(
+        "--web.config.file",
+        metavar="PATH",
+        dest="web_config_file",
+        help="TLS and basic auth for the endpoint, in the Prometheus exporter-toolkit "
+        "format [DO_EXPORTER_WEB_CONFIG_FILE]",
+    )
+    run.add_argument(
         "--once",
         action="store_true",
         help="poll once, print the metrics to stdout and exit: 0 if every account and "
@@ -158,6 +169,7 @@ def parse_options(argv: Sequence[str] | None) -> RawOptions:
         max_concurrency=ns.max_concurrency,
         log_level=ns.log_level,
         log_format=ns.log_format,
+        web_config_file=ns.web_config_file,
         once=ns.once,
         demo=ns.demo,
     )
@@ -167,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = parse_options(argv)
     try:
         config = build_config(raw, os.environ, stderr_is_tty=sys.stderr.isatty())
+        web = load_web_config(config.web_config_file) if config.web_config_file else None
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -178,10 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         simulator = Simulator(demo_scenario(), host="127.0.0.1", port=0)
         simulator.start()
         target = Target(simulator.api_url, Secret(simulator.token), ())
+        log.info(
+            "demo mode: exporting from the built-in Cloudflare API simulator",
+            simulator=simulator.api_url,
+        )
     else:
         target = Target(config.api_url, config.api_token, config.account_ids)
     try:
-        exporter = Exporter(config, target)
+        exporter = Exporter(config, target, web=web)
         if config.once:
             return _once(exporter)
         return _serve(exporter, config)

@@ -74,6 +74,7 @@ class Config:
     max_concurrency: int = DEFAULT_CONCURRENCY
     log_level: str = "info"
     log_format: str = "json"
+    web_config_file: str | None = None
     once: bool = False
     demo: bool = False
 
@@ -98,6 +99,7 @@ class RawOptions:
     max_concurrency: str | None = None
     log_level: str | None = None
     log_format: str | None = None
+    web_config_file: str | None = None
     once: bool = False
     demo: bool = False
 
@@ -193,6 +195,7 @@ def build_config(raw: RawOptions, env: Mapping[str, str], *, stderr_is_tty: bool
         max_concurrency=concurrency,
         log_level=log_level,
         log_format=log_format,
+        web_config_file=pick(raw.web_config_file, "DO_EXPORTER_WEB_CONFIG_FILE"),
         once=raw.once,
         demo=raw.demo,
     )

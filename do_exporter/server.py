@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -18,17 +19,53 @@ import structlog
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
+from .webconfig import BasicAuth, WebConfig
 
 log = structlog.get_logger("do_exporter.server")
 
-IDLE_TIMEOUT = 30.0  # seconds a client may keep a connection idle or send slowly
+IDLE_TIMEOUT = 15.0  # seconds a client may keep a connection idle or send slowly
+MAX_CONNECTIONS = 256  # connections served at once; more are answered 503 and closed
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most :data:`MAX_CONNECTIONS` of them; optional TLS.
+
+    The TLS handshake happens in the connection's own thread (not in ``accept``), so a
+    client that stalls its handshake holds only its own thread, and only until the timeout.
+    """
+
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
     request_queue_size = 128
+    tls: ssl.SSLContext | None = None
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("too many connections; refusing one", client=client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up, times out or fails its TLS handshake is not our error.
+        log.debug("connection error", client=client_address[0], exc_info=True)
 
 
 class MetricsServer:
@@ -41,12 +78,16 @@ class MetricsServer:
         *,
         metrics: Callable[[bool], bytes],
         ready: Callable[[], bool],
+        web: WebConfig | None = None,
     ) -> None:
-        handler = _handler_class(metrics, ready)
+        web = web or WebConfig()
+        handler = _handler_class(metrics, ready, web.auth)
         server_class: type[_Server] = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         self._httpd = server_class((host, port), handler)
+        self._httpd.tls = web.tls
+        self.scheme = "https" if web.tls else "http"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="http-server", daemon=True
         )
@@ -78,7 +119,7 @@ _LANDING = """<!doctype html>
 
 
 def _handler_class(
-    metrics: Callable[[bool], bytes], ready: Callable[[], bool]
+    metrics: Callable[[bool], bytes], ready: Callable[[], bool], auth: BasicAuth | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"do-exporter/{__version__}"
@@ -94,6 +135,16 @@ def _handler_class(
 
         def _respond(self, *, send_body: bool) -> None:
             path = self.path.split("?", 1)[0]
+            if auth is not None and not auth.check(self.headers.get("Authorization")):
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                self.send_header("WWW-Authenticate", 'Basic realm="do-exporter"')
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                body = b"unauthorized\n"
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(body)
+                return
             if path == "/metrics":
                 gzipped = "gzip" in self.headers.get("Accept-Encoding", "").lower()
                 self._send(

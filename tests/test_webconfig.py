@@ -1,0 +1,257 @@
+"""--web.config.file: TLS and basic auth with real clients; the server under awkward clients."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from do_exporter.config import ConfigError
+from do_exporter.server import MetricsServer
+from do_exporter.webconfig import WebConfig, load_web_config
+from tests.test_cli import clean_env, free_port
+
+PASSWORD = "s3cret-scrape-pass"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed certificate for 127.0.0.1 and localhost (made with openssl)."""
+    folder = tmp_path_factory.mktemp("certs")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(folder / "server.key"),
+            "-out",
+            str(folder / "server.crt"),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
+def write(folder: Path, text: str) -> str:
+    path = folder / "web.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def hashed(password: str = PASSWORD) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.fixture
+def serve() -> Iterator[object]:
+    servers: list[MetricsServer] = []
+
+    def start(web: WebConfig | None = None) -> MetricsServer:
+        server = MetricsServer(
+            "127.0.0.1",
+            0,
+            metrics=lambda gz: gzip.compress(b"up 1\n") if gz else b"up 1\n",
+            ready=lambda: True,
+            web=web,
+        )
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_tls_serves_to_a_verifying_client(certs: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """With tls_server_config, a client that verifies the certificate gets the metrics."""
+    web = load_web_config(
+        write(certs, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    )
+    server = serve(web)
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    response = requests.get(url, verify=str(certs / "server.crt"), timeout=5)
+    assert response.status_code == 200 and response.text == "up 1\n"
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(url, timeout=5)  # not trusted by the default store
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+
+
+def test_tls_min_version_13_refuses_tls12(certs: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    web = load_web_config(
+        write(
+            certs,
+            "tls_server_config:\n  cert_file: server.crt\n"
+            "  key_file: server.key\n  min_version: TLS13\n",
+        )
+    )
+    server = serve(web)
+    context = ssl.create_default_context(cafile=str(certs / "server.crt"))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            context.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_basic_auth_rejects_missing_and_wrong_credentials(  # type: ignore[no-untyped-def]
+    tmp_path: Path, serve
+) -> None:
+    """Every path needs the right user and password; 401 carries WWW-Authenticate."""
+    web = load_web_config(write(tmp_path, f"basic_auth_users:\n  prom: '{hashed()}'\n"))
+    server = serve(web)
+    base = f"http://127.0.0.1:{server.port}"
+    for path in ("/metrics", "/healthz", "/"):
+        missing = requests.get(base + path, timeout=5)
+        assert missing.status_code == 401
+        assert missing.headers["WWW-Authenticate"] == 'Basic realm="do-exporter"'
+    assert requests.get(base + "/metrics", auth=("prom", "wrong"), timeout=5).status_code == 401
+    assert requests.get(base + "/metrics", auth=("other", PASSWORD), timeout=5).status_code == 401
+    bad_header = requests.get(base + "/metrics", headers={"Authorization": "Basic !!!"}, timeout=5)
+    assert bad_header.status_code == 401
+    good = requests.get(base + "/metrics", auth=("prom", PASSWORD), timeout=5)
+    assert good.status_code == 200 and good.text == "up 1\n"
+    again = requests.get(base + "/metrics", auth=("prom", PASSWORD), timeout=5)  # cached check
+    assert again.status_code == 200
+
+
+def test_tls_and_basic_auth_through_the_cli(certs: Path) -> None:
+    """`--web.config.file` on the real command: HTTPS plus basic auth on the demo."""
+    config = write(
+        certs,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prom: '{hashed()}'\n",
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "do_exporter",
+            "--demo",
+            "--listen-address",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            config,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        url = f"https://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = requests.get(
+                    url, auth=("prom", PASSWORD), timeout=2, verify=str(certs / "server.crt")
+                )
+                if "cloudflare_durable_objects_objects{" in response.text:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        denied = requests.get(url, timeout=2, verify=str(certs / "server.crt"))
+        assert denied.status_code == 401
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("tls_server_config: [1]\n", "must be a mapping"),
+        ("tls_server_config:\n  cert_file: a.crt\n", "needs both cert_file and key_file"),
+        (
+            "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n",
+            "cannot load cert_file/key_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n",
+            "unsupported tls_server_config key",
+        ),
+        ("http_server_config:\n  http2: false\n", "unsupported key(s) http_server_config"),
+        ("basic_auth_users:\n  prom: plaintext\n", "not a bcrypt hash"),
+        ("basic_auth_users: []\n", "must map user names"),
+        ("a: [\n", "not valid YAML"),
+        ("- 1\n", "mapping at the top level"),
+    ],
+)
+def test_bad_web_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_web_config(write(tmp_path, text))
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+    assert message.startswith("--web.config.file/DO_EXPORTER_WEB_CONFIG_FILE: ")
+
+
+def test_missing_web_config_file_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "do_exporter", "--demo", "--web.config.file", "/nonexistent.yml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("do-exporter: error: --web.config.file")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_idle_and_stalled_connections_do_not_block_scrapes(  # type: ignore[no-untyped-def]
+    certs: Path, serve
+) -> None:
+    """Idle plain connections and stalled TLS handshakes hold no one else up."""
+    plain = serve()
+    tls = serve(
+        load_web_config(
+            write(certs, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+        )
+    )
+    held = []
+    try:
+        for port in (plain.port, tls.port):
+            for _ in range(40):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        assert requests.get(f"http://127.0.0.1:{plain.port}/metrics", timeout=2).status_code == 200
+        response = requests.get(
+            f"https://127.0.0.1:{tls.port}/metrics", timeout=2, verify=str(certs / "server.crt")
+        )
+        assert response.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_oversized_request_line_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
+    """A request line over 64 KiB gets 414, not a stuck thread or a crash."""
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(200)
+    assert answer.startswith(b"HTTP/1.0 414") or answer.startswith(b"HTTP/1.1 414")
+    assert requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2).status_code == 200
