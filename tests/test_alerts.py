@@ -14,7 +14,7 @@ from test_deploy_contract import ROOT, heading_anchors, unknown_metrics
 PROM = ROOT / "deploy" / "prometheus"
 ALERTS = PROM / "alerts.yml"
 ALERTS_TEST = PROM / "alerts_test.yml"
-DOCS = ROOT / "docs" / "alerts.md"
+DOCS = ROOT / "README.md"  # its Alerts section is the runbook
 RUNBOOK = "https://github.com/do-exporter/do-exporter/blob/main/README.md#"
 
 needs_promtool = pytest.mark.skipif(
@@ -110,25 +110,15 @@ def test_growth_and_health_alerts_are_there() -> None:
     assert "api_requests_total" in exprs["DurableObjectsApiErrors"]
 
 
-def test_docs_have_a_runbook_section_per_alert() -> None:
-    """docs/alerts.md has a heading per alert whose anchor is the runbook URL's."""
+def test_readme_has_a_runbook_section_per_alert() -> None:
+    """README.md has a heading per alert whose anchor is the runbook URL's."""
     anchors = heading_anchors(DOCS.read_text())
     missing = [name for name in alert_names() if anchor(name) not in anchors]
     assert missing == []
 
 
-def test_readme_has_the_runbook_anchors_once_it_has_an_alerts_section() -> None:
-    """When README.md carries the Alerts section, every runbook_url anchor resolves there."""
-    readme = ROOT / "README.md"
-    if not readme.exists() or "alert-durableobjects" not in readme.read_text().lower():
-        pytest.skip("README.md has no Alerts section yet (docs/alerts.md is its source)")
-    anchors = heading_anchors(readme.read_text())
-    missing = [name for name in alert_names() if anchor(name) not in anchors]
-    assert missing == []
-
-
 def test_docs_state_every_for_duration() -> None:
-    """docs/alerts.md names each alert's `for:` so users know the default they change."""
+    """README.md names each alert's `for:` so users know the default they change."""
     text = DOCS.read_text()
     for rule in rules():
         section = text.split(f"### Alert: {rule['alert']}\n", 1)[1].split("\n### ", 1)[0]
