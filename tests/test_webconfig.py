@@ -109,9 +109,11 @@ def test_tls_min_version_13_refuses_tls12(certs: Path, serve) -> None:  # type: 
     server = serve(web)
     context = ssl.create_default_context(cafile=str(certs / "server.crt"))
     context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
-        with pytest.raises(ssl.SSLError):
-            context.wrap_socket(raw, server_hostname="localhost")
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        context.wrap_socket(raw, server_hostname="localhost")
 
 
 def test_basic_auth_rejects_missing_and_wrong_credentials(  # type: ignore[no-untyped-def]
