@@ -264,9 +264,7 @@ class Poller:
                 if not due:
                     work.finished_at = self._clock()
             for ns in due:
-                pool.submit(
-                    self._count_task(work, ns, poll_id), priority=plan.priority(work, ns)
-                )
+                pool.submit(self._count_task(work, ns, poll_id), priority=plan.priority(work, ns))
 
         return task
 
