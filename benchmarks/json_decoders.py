@@ -26,8 +26,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from do_exporter.cloudflare import parse_objects_page  # noqa: E402
-from do_exporter.simulator import Scenario, Simulator  # noqa: E402
+from do_exporter.cloudflare import parse_objects_page
+from do_exporter.simulator import Scenario, Simulator
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 NAMESPACE = "11111111111111111111111111111111"
@@ -123,7 +123,7 @@ CANDIDATES: dict[str, Callable[[bytes], Counted]] = {
 def measure(runs: int) -> list[dict[str, Any]]:
     body = page_body()
     expected = stdlib_json(body)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, fn in CANDIDATES.items():
         assert fn(body) == expected, (name, fn(body), expected)
         for _ in range(3):  # warm-up

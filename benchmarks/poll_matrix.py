@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from _sim import SimProcess, list_pages, minimum_requests, object_pages, scenario
 from requests.adapters import HTTPAdapter
 
-from _sim import SimProcess, list_pages, minimum_requests, object_pages, scenario
 from do_exporter.app import PER_SECOND_LIMIT
 from do_exporter.cloudflare import CloudflareClient
 from do_exporter.config import DEFAULT_CONCURRENCY, Secret
@@ -86,7 +86,9 @@ def budgets(shape: Shape, smoke: bool) -> list[Budget]:
     window = 1.0 if smoke else 5.0
     return [
         Budget("1000/300s", 1000, 300.0),
-        Budget(f"{math.ceil(shape.requests / 3)}/{window:g}s", math.ceil(shape.requests / 3), window),
+        Budget(
+            f"{math.ceil(shape.requests / 3)}/{window:g}s", math.ceil(shape.requests / 3), window
+        ),
     ]
 
 
@@ -127,9 +129,7 @@ def check_counts(snapshot: Snapshot, shape: Shape, account_ids: tuple[str, ...])
     return True
 
 
-def run_cell(
-    shape: Shape, latency_ms: float, budget: Budget, sim: SimProcess
-) -> dict[str, Any]:
+def run_cell(shape: Shape, latency_ms: float, budget: Budget, sim: SimProcess) -> dict[str, Any]:
     latency = latency_ms / 1000
     prime, prime_session = build(
         sim.api_url, sim.token, sim.account_ids, Budget("unlimited", 10**9, 300.0)

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from _sim import machine  # noqa: E402
+
 from do_exporter.logs import configure  # noqa: E402
 
 PARTS = ("decoders", "poll", "cpu", "memory", "scrape", "schedule")

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _sim import PYTHON, SimProcess, scenario
 from prometheus_client.exposition import generate_latest
 
-from _sim import PYTHON, SimProcess, scenario
 from do_exporter.app import Exporter, Target
 from do_exporter.collector import render
 from do_exporter.config import MAX_RATE_LIMIT, Config, Secret
@@ -170,9 +170,9 @@ def run(smoke: bool = False) -> list[dict[str, Any]]:
             finally:
                 server.stop()
         exporter.session.close()
-    by_key = {(r["mode"], r["load"], r["gzip"]): r for r in rows}
+    by_key = {(r["mode"], r["load"], r["encoding"]): r for r in rows}
     for r in rows:
         if r["mode"] == "render per scrape":
-            fast = by_key[("pre-rendered", r["load"], r["gzip"])]
+            fast = by_key[("pre-rendered", r["load"], r["encoding"])]
             r["p50_ratio_vs_prerendered"] = r["p50_ms"] / fast["p50_ms"]
     return rows
