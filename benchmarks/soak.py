@@ -244,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", help="keep the exporter's stderr (JSON logs) in this file")
     args = parser.parse_args(argv)
     duration = args.minutes * 60
-    warmup = (
-        args.warmup_seconds if args.warmup_seconds is not None else min(180.0, duration * 0.2)
-    )
+    warmup = args.warmup_seconds if args.warmup_seconds is not None else min(180.0, duration * 0.2)
 
     workdir = tempfile.mkdtemp(prefix="do-soak-")
     log_path = args.log or os.path.join(workdir, "exporter.log")

@@ -1,0 +1,621 @@
+"""Fault injection: the running daemon keeps telling the truth while the API misbehaves.
+
+Each test runs the daemon in-process (``Exporter.run`` on a thread, a 0.6 s interval) against
+the simulator, injects one fault for several polls, and checks that:
+
+- the daemon is alive and keeps polling, and ``/metrics`` answers every scrape;
+- every served ``cloudflare_durable_objects_objects`` value is a complete count (the
+  simulator has no growth, so a complete count is exactly ``sim.expected``), never a partial
+  one; a background scraper checks this every 50 ms for the whole test;
+- the self-metrics (``api_requests_total{code}``, ``api_errors_total``,
+  ``last_poll_success``) and the log events say what happened;
+- once the fault stops, every namespace has a fresh count within two intervals.
+
+The client's retries are shortened (same policy shape, smaller delays) so a test takes
+seconds; the walk guard is lowered where a test needs it to trip. SIGTERM during a poll is
+covered by ``tests/test_cli.py::test_sigterm_during_a_poll_exits_quickly`` (subprocess) and
+``tests/test_app.py::test_stop_during_a_poll_returns_quickly`` (in-process).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+from requests.adapters import HTTPAdapter
+
+import do_exporter.app as app_module
+from do_exporter.app import Exporter, Target
+from do_exporter.cloudflare import CloudflareClient, RetryPolicy
+from do_exporter.config import Config, Secret
+from do_exporter.simulator import Scenario, Simulator
+from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
+
+P = "cloudflare_durable_objects"
+SELF = f"{P}_exporter"
+INTERVAL = 0.6
+# The policy's shape (attempts, doubling backoff, Retry-After honoured) with short delays.
+FAST_RETRY = RetryPolicy(attempts=3, base=0.05, max_backoff=0.2, max_retry_after=5)
+NS_BIG, NS_SMALL, NS_EMPTY = f"{1:032x}", f"{2:032x}", f"{3:032x}"
+# The simulator caps object pages at 1,000, so the big namespace is a 13-page walk: a walk
+# cut short anywhere would show as a partial count.
+NAMESPACES = [ns(1, 12_345), ns(2, 7), ns(3, 0)]
+
+Labels = tuple[tuple[str, str], ...]
+Metrics = dict[str, dict[Labels, float]]
+
+
+def chaos_scenario(**top: Any) -> Scenario:
+    return scenario({ACCOUNT_A: NAMESPACES}, max_limit=1000, **top)
+
+
+def parse(text: str) -> Metrics:
+    out: Metrics = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def pick(metrics: Metrics, name: str, **match: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``match`` (0 when none)."""
+    return sum(
+        v
+        for labels, v in metrics.get(name, {}).items()
+        if all(dict(labels).get(k) == want for k, want in match.items())
+    )
+
+
+def by_namespace(metrics: Metrics, name: str) -> dict[str, float]:
+    return {dict(k)["namespace_id"]: v for k, v in metrics.get(name, {}).items()}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class InFlight(HTTPAdapter):
+    """Counts concurrent requests per URL path (no query), remembering the maximum."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_maxsize=32)
+        self._lock = threading.Lock()
+        self._now: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+
+    def send(  # passes every argument on unchanged
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        path = (request.path_url or "").split("?", 1)[0]
+        with self._lock:
+            self._now[path] += 1
+            self.peak[path] = max(self.peak[path], self._now[path])
+        try:
+            return super().send(request, *args, **kwargs)
+        finally:
+            with self._lock:
+                self._now[path] -= 1
+
+
+@dataclass
+class Daemon:
+    """A running in-process exporter, a scraper watching it, and the captured log events."""
+
+    exporter: Exporter
+    stop: threading.Event
+    thread: threading.Thread
+    logs: list[MutableMapping[str, Any]]
+    truth: dict[str, float]
+    interval: float
+    adapter: InFlight
+    served: list[dict[str, float]] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    scrape_errors: list[str] = field(default_factory=list)
+    latest: Metrics = field(default_factory=dict)
+    _watching: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.exporter.port}"
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, timeout=2)
+
+    def metrics(self) -> Metrics:
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        return parse(response.text)
+
+    def watch(self) -> None:
+        """Scrape every 50 ms; note any served count that is not the truth."""
+        while not self._watching.wait(0.05):
+            try:
+                response = requests.get(self.url + "/metrics", timeout=2)
+            except requests.RequestException as exc:
+                self.scrape_errors.append(repr(exc))
+                continue
+            if response.status_code != 200:
+                self.scrape_errors.append(f"HTTP {response.status_code}")
+                continue
+            metrics = parse(response.text)
+            self.latest = metrics
+            objects = by_namespace(metrics, f"{P}_objects")
+            self.served.append(objects)
+            for ns_id, value in objects.items():
+                if self.truth.get(ns_id) != value:
+                    self.wrong.append(f"{ns_id}: served {value}, truth {self.truth.get(ns_id)}")
+
+    def polls(self) -> float:
+        return pick(self.metrics(), f"{SELF}_polls_total")
+
+    def wait_polls(self, n: int, timeout: float | None = None) -> None:
+        """Wait for ``n`` more polls to finish (the schedule keeps running)."""
+        target = self.polls() + n
+        wait_for(
+            lambda: self.polls() >= target,
+            timeout or (n + 3) * self.interval + 5,
+            f"{n} more polls",
+        )
+
+    def events(self, event: str) -> list[MutableMapping[str, Any]]:
+        return [e for e in list(self.logs) if e.get("event") == event]
+
+    def converged(self, since: float, truth: dict[str, float] | None = None) -> bool:
+        """Every namespace served with its true count, counted after ``since`` (Unix time)."""
+        m = self.metrics()
+        want = self.truth if truth is None else truth
+        fresh = by_namespace(m, f"{SELF}_namespace_last_success_timestamp_seconds")
+        return (
+            pick(m, f"{SELF}_last_poll_success") == 1
+            and by_namespace(m, f"{P}_objects") == want
+            and set(fresh) == set(want)
+            and all(t > since for t in fresh.values())
+        )
+
+    def assert_healthy(self) -> None:
+        """Alive, scraped without a failure, never a wrong count, no crash in the logs."""
+        assert self.thread.is_alive()
+        assert self.get("/healthz").status_code == 200
+        assert self.scrape_errors == []
+        assert self.wrong == [], self.wrong[:5]
+        crashes = [
+            e
+            for e in self.logs
+            if e.get("event") in ("poll task crashed", "poll crashed; keeping the last snapshot")
+            or e.get("event") == "poll job failed"
+        ]
+        assert crashes == []
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
+    """Start in-process exporters (fast retries); stop them and their scrapers afterwards."""
+    running: list[Daemon] = []
+    capture = structlog.testing.capture_logs()
+    logs = capture.__enter__()
+
+    def start(
+        api_url: str,
+        truth: dict[str, float],
+        *,
+        interval: float = INTERVAL,
+        max_object_pages: int | None = None,
+        **config: Any,
+    ) -> Daemon:
+        factory: Any = functools.partial(CloudflareClient, retry=FAST_RETRY)
+        if max_object_pages is not None:
+            factory = functools.partial(factory, max_object_pages=max_object_pages)
+        monkeypatch.setattr(app_module, "CloudflareClient", factory)
+        cfg = Config(
+            listen_host="127.0.0.1",
+            listen_port=0,
+            interval=interval,
+            api_timeout=config.pop("api_timeout", 5.0),
+            **config,
+        )
+        exporter = Exporter(cfg, Target(api_url, Secret(TOKEN), (ACCOUNT_A,)))
+        adapter = InFlight()
+        exporter.session.mount("http://", adapter)
+        stop = threading.Event()
+        thread = threading.Thread(target=exporter.run, args=(stop,), daemon=True)
+        thread.start()
+        assert exporter.started.wait(5)
+        d = Daemon(exporter, stop, thread, logs, dict(truth), interval, adapter)
+        threading.Thread(target=d.watch, daemon=True).start()
+        running.append(d)
+        return d
+
+    yield start
+    for d in running:
+        d._watching.set()
+        d.stop.set()
+        d.thread.join(timeout=10)
+    capture.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sims() -> Iterator[Callable[..., Simulator]]:
+    """Start simulators, on port 0 or a fixed one (to restart the API at the same address)."""
+    started: list[Simulator] = []
+
+    def make(scn: Scenario, port: int = 0) -> Simulator:
+        sim = Simulator(scn, host="127.0.0.1", port=port)
+        sim.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def truth_of(sim: Simulator) -> dict[str, float]:
+    return {n: float(sim.expected(ACCOUNT_A, n)[0]) for n in sim.namespace_ids(ACCOUNT_A)}
+
+
+def start_clean(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon], **kw: Any
+) -> tuple[Simulator, Daemon]:
+    """A simulator without faults and a daemon that has completed one clean poll."""
+    sim = sims(chaos_scenario())
+    d = daemon(sim.api_url, truth_of(sim), **kw)
+    wait_for(lambda: d.converged(0), 10, "a first complete poll")
+    return sim, d
+
+
+# ---------------------------------------------------------------------------------------
+# One fault at a time, for several polls, then gone.
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: str
+    endpoint: str
+    params: dict[str, Any] = field(default_factory=dict)
+    requests: tuple[str, str] = ("objects", "200")  # api_requests_total{endpoint,code} rises
+    errors: tuple[str, str] = ("objects", "invalid_response")  # api_errors_total rises
+    log: dict[str, Any] = field(default_factory=dict)  # fields of an "API request failed"
+    log_event: str = "API request failed"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+CASES: dict[str, Any] = {
+    "5xx-burst": Case(
+        "status",
+        "objects",
+        {"status": 503},
+        requests=("objects", "503"),
+        errors=("objects", "10013"),
+        log={"status": 503, "error_kind": "api", "error_codes": [10013]},
+    ),
+    "html-502": Case(
+        "html",
+        "namespaces",
+        {"status": 502},
+        requests=("namespaces", "502"),
+        errors=("namespaces", "invalid_response"),
+        log={"status": 502, "error_kind": "http", "error": "non-JSON error page"},
+    ),
+    "429-storm": Case(
+        "status",
+        "*",
+        {"status": 429, "retry_after": 1},
+        requests=("namespaces", "429"),
+        errors=("namespaces", "971"),
+        log={"status": 429, "error_codes": [971]},
+        config={"interval": 1.5},
+    ),
+    "read-timeout": Case(
+        "delay",
+        "objects",
+        {"seconds": 1.5},
+        requests=("objects", "transport"),
+        errors=("objects", "transport"),
+        log={"error_kind": "transport", "error": "read timeout"},
+        # Three attempts of 0.3 s fail inside one poll (a walk that outlives the poll is
+        # another story: test_failing_walk_longer_than_the_interval_is_reported).
+        config={"api_timeout": 0.3, "interval": 1.5},
+    ),
+    "reset-mid-body": Case(
+        "drop",
+        "objects",
+        requests=("objects", "transport"),
+        errors=("objects", "transport"),
+        log={"error_kind": "transport"},
+    ),
+    "disconnect": Case(
+        "disconnect",
+        "namespaces",
+        requests=("namespaces", "transport"),
+        errors=("namespaces", "transport"),
+        log={"error_kind": "transport"},
+    ),
+    "truncated-json": Case(
+        "truncated", "objects", log={"error_kind": "invalid_response", "status": 200}
+    ),
+    "invalid-json": Case(
+        "invalid_json",
+        "namespaces",
+        requests=("namespaces", "200"),
+        errors=("namespaces", "invalid_response"),
+        log={"error": "response is not a JSON object"},
+    ),
+    "success-false-200": Case(
+        "success_false",
+        "objects",
+        errors=("objects", "10013"),
+        log={"status": 200, "error_kind": "api", "error_codes": [10013], "retry": False},
+    ),
+    "wrong-type-objects": Case(
+        "wrong_type", "objects", log={"error_kind": "invalid_response", "status": 200}
+    ),
+    "wrong-type-namespaces": pytest.param(
+        Case(
+            "wrong_type",
+            "namespaces",
+            requests=("namespaces", "200"),
+            errors=("namespaces", "invalid_response"),
+            log={"error": "result is not a list of objects"},
+        ),
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="bug: CloudflareClient._pages checks the list result after _request "
+            "returned, so a non-list result is neither logged nor counted in api_errors_total",
+        ),
+    ),
+    "missing-result-info": Case(
+        "missing_result_info",
+        "objects",
+        log={"error": "result_info missing: cannot tell whether more objects follow"},
+    ),
+    "repeating-cursor": Case(
+        "repeat_cursor",
+        "objects",
+        log={"error": "the API repeated a cursor (loop guard)"},
+        log_event="API pagination error",
+    ),
+    "endless-cursor": Case(
+        "endless_cursor",
+        "objects",
+        log={"error": "more than 20 pages (walk guard)"},
+        log_event="API pagination error",
+        # 20 pages must fit in one poll (see the xfail test below for why).
+        config={"max_object_pages": 20, "interval": 1.5},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_fault_for_several_polls_then_recovery(
+    case: Case, sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """The fault fails polls (last_poll_success 0, counted and logged), never a served value."""
+    sim, d = start_clean(sims, daemon, **case.config)
+    before = d.metrics()
+    sim.inject(case.fault, endpoint=case.endpoint, count=None, **case.params)
+    d.wait_polls(3)
+    m = d.metrics()
+    d.assert_healthy()
+    assert pick(m, f"{SELF}_last_poll_success") == 0
+    assert pick(m, f"{SELF}_polls_total", result="failure") >= 2
+    endpoint, code = case.requests
+    assert pick(m, f"{SELF}_api_requests_total", endpoint=endpoint, code=code) > pick(
+        before, f"{SELF}_api_requests_total", endpoint=endpoint, code=code
+    )
+    endpoint, error = case.errors
+    assert pick(m, f"{SELF}_api_errors_total", endpoint=endpoint, error_code=error) > pick(
+        before, f"{SELF}_api_errors_total", endpoint=endpoint, error_code=error
+    )
+    # The last complete counts are still served, with their age.
+    assert by_namespace(m, f"{P}_objects") == d.truth
+    logged = [
+        e for e in d.events(case.log_event) if all(e.get(k) == v for k, v in case.log.items())
+    ]
+    assert logged, (case.log, d.events(case.log_event)[-3:])
+    assert d.events("poll finished with failures")
+    if case.fault in ("status", "html", "disconnect", "drop", "delay"):  # retryable
+        assert any(e.get("retry") is True and e.get("attempt") == 1 for e in logged)
+        assert any(e.get("retry") is False for e in logged)  # retries are bounded
+
+    fault_stopped = time.time()
+    sim.clear_faults()
+    took = wait_for(
+        lambda: d.converged(fault_stopped), 2 * d.interval + 1.5, "fresh counts after the fault"
+    )
+    assert took <= 2 * d.interval + 1.5
+    d.assert_healthy()
+
+
+# ---------------------------------------------------------------------------------------
+# Faults that need more than one inject.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a walk carried over from an earlier poll is 'not due' in the next polls, "
+    "so while it keeps failing most polls report last_poll_success 1 and log 'poll finished'",
+)
+def test_failing_walk_longer_than_the_interval_is_reported(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """Every count fails, each walk outliving its poll: no poll of the fault says success."""
+    sim, d = start_clean(sims, daemon, interval=1.0, api_timeout=0.5)
+    # Three attempts time out after 0.5 s each: a walk fails after ~1.6 s, the deadline is 0.9 s.
+    sim.inject("delay", endpoint="objects", seconds=2, count=None)
+    d.wait_polls(2)
+    successes = pick(d.metrics(), f"{SELF}_polls_total", result="success")
+    mark = len(d.logs)
+    d.wait_polls(4)
+    d.assert_healthy()
+    summaries = [e for e in d.logs[mark:] if str(e.get("event")).startswith("poll finished")]
+    assert pick(d.metrics(), f"{SELF}_polls_total", result="success") == successes
+    assert all(e["event"] == "poll finished with failures" for e in summaries)
+
+
+def test_thirty_percent_random_errors(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """30% of answers fail at random (5xx, HTML, resets): values stay true; retries recover."""
+    port = free_port()
+    rules = [
+        {"fault": "status", "status": 500, "rate": 0.15},
+        {"fault": "html", "status": 502, "rate": 0.1},
+        {"fault": "disconnect", "rate": 0.05},
+    ]
+    faulty = sims(chaos_scenario(faults={"rules": rules}), port=port)
+    d = daemon(faulty.api_url, truth_of(faulty))
+    wait_for(lambda: bool(d.served) and d.served[-1] == d.truth, 10, "a first complete count")
+    d.wait_polls(5)
+    d.assert_healthy()
+    m = d.metrics()
+    served_codes = {dict(k)["code"] for k in m[f"{SELF}_api_requests_total"]}
+    assert {"200", "500", "502", "transport"} <= served_codes
+    assert pick(m, f"{SELF}_polls_total", result="success") >= 1
+    stats = faulty.stats()
+    assert stats["faults"].get("status", 0) + stats["faults"].get("html", 0) > 0
+    # The errors stop: the same API, without its fault rules, at the same address.
+    faulty.stop()
+    fault_stopped = time.time()
+    sims(chaos_scenario(), port=port)
+    wait_for(lambda: d.converged(fault_stopped), 2 * d.interval + 1.5, "recovery")
+    d.assert_healthy()
+
+
+def test_namespace_deleted_between_listing_and_counting(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """A 404 (10066) while counting drops that namespace's series at once; the poll is fine."""
+    sim, d = start_clean(sims, daemon)
+    sim.inject("delay", endpoint="namespaces", seconds=0.3, count=1)
+    # The list is built when the request arrives, then held back: delete while it is held.
+    wait_for(lambda: sim.stats()["faults"].get("delay", 0) >= 1, 5, "the namespace list")
+    sim.remove_namespace(ACCOUNT_A, NS_SMALL)
+    # Until its series go, the namespace's last complete count (7) is still what is served.
+    wait_for(lambda: NS_SMALL not in by_namespace(d.metrics(), f"{P}_objects"), 5, "series dropped")
+    d.wait_polls(2)
+    d.assert_healthy()
+    m = d.metrics()
+    assert pick(m, f"{SELF}_api_requests_total", endpoint="objects", code="404") >= 1
+    assert pick(m, f"{SELF}_api_errors_total", endpoint="objects", error_code="10066") >= 1
+    assert pick(m, f"{SELF}_last_poll_success") == 1
+    assert pick(m, f"{P}_namespaces") == 2
+    assert all(
+        NS_SMALL not in dict(k).values()
+        for name, series in m.items()
+        for k in series
+        if name.startswith(P)
+    )
+    gone = [e for e in d.events("poll finished") if e.get("namespaces_gone") == 1]
+    assert gone, "the poll summary counts the namespace that went"
+    assert d.converged(0, {k: v for k, v in d.truth.items() if k != NS_SMALL})
+
+
+def test_token_revoked_mid_poll(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """Revoked mid-walk: 403s, the walk's partial count is never served; a new API recovers."""
+    port = free_port()
+    sim = sims(chaos_scenario(), port=port)
+    d = daemon(sim.api_url, truth_of(sim))
+    wait_for(lambda: d.converged(0), 10, "a first complete poll")
+    sim.reset_stats()
+    # Hold the first page of the 13-page walk; revoke the token while it is held.
+    sim.inject("delay", endpoint="objects", namespace_id=NS_BIG, seconds=0.3, count=1)
+    wait_for(lambda: sim.stats()["faults"].get("delay", 0) >= 1, 5, "the walk's first page")
+    sim.revoke_token(TOKEN)
+    d.wait_polls(3)
+    d.assert_healthy()
+    m = d.metrics()
+    assert sim.stats()["requests"]["objects"].get("403", 0) >= 1  # the walk went on, and failed
+    assert pick(m, f"{SELF}_last_poll_success") == 0
+    assert pick(m, f"{SELF}_api_errors_total", error_code="10000") >= 2
+    assert pick(m, f"{SELF}_api_requests_total", code="403") >= 2
+    denied = [e for e in d.events("API request failed") if e.get("error_codes") == [10000]]
+    assert denied and all(e["status"] == 403 and e["retry"] is False for e in denied)
+    # A new token on the same API address (here: a fresh simulator) and it recovers.
+    sim.stop()
+    fault_stopped = time.time()
+    sims(chaos_scenario(), port=port)
+    wait_for(lambda: d.converged(fault_stopped), 2 * d.interval + 1.5, "recovery")
+    d.assert_healthy()
+
+
+def test_api_unreachable_at_startup(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """No API at start: the daemon serves /healthz, reports failure, recovers when it comes."""
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/client/v4"
+    truth = {n["id"]: float(n["objects"]) for n in NAMESPACES}
+    d = daemon(api_url, truth)
+    d.wait_polls(3)
+    assert d.get("/healthz").status_code == 200
+    assert d.get("/readyz").status_code == 503
+    m = d.metrics()
+    assert pick(m, f"{SELF}_last_poll_success", account_id=ACCOUNT_A) == 0
+    assert pick(m, f"{SELF}_api_requests_total", endpoint="namespaces", code="transport") >= 3
+    assert pick(m, f"{SELF}_api_errors_total", endpoint="namespaces", error_code="transport") >= 3
+    assert by_namespace(m, f"{P}_objects") == {}
+    assert any(e.get("error") == "connection failed" for e in d.events("API request failed"))
+    d.assert_healthy()
+    came_up = time.time()
+    sims(chaos_scenario(), port=port)
+    wait_for(lambda: d.converged(came_up), 2 * d.interval + 1.5, "recovery")
+    assert d.get("/readyz").status_code == 200
+    d.assert_healthy()
+
+
+def test_poll_slower_than_the_interval(
+    sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
+) -> None:
+    """A walk slower than the interval: never two at once, no pile-up, the rest stays fresh."""
+    sim, d = start_clean(sims, daemon)
+    slow = 2.5
+    sim.reset_stats()
+    sim.inject("delay", endpoint="objects", namespace_id=NS_SMALL, seconds=slow, count=None)
+    started = time.time()
+    window = 6.0
+    time.sleep(window)
+    m = d.metrics()
+    d.assert_healthy()
+    # One walk of the slow namespace at a time: at most one request every `slow` seconds.
+    path = f"/client/v4/accounts/{ACCOUNT_A}/workers/durable_objects/namespaces/{NS_SMALL}/objects"
+    assert d.adapter.peak[path] == 1
+    delayed = sim.stats()["faults"].get("delay", 0)
+    assert 2 <= delayed <= window / slow + 1
+    # Polls keep their schedule (one at a time), and publish at their deadline.
+    lists = f"/client/v4/accounts/{ACCOUNT_A}/workers/durable_objects/namespaces"
+    assert d.adapter.peak[lists] == 1
+    finished = d.events("poll finished") + d.events("poll finished with failures")
+    assert len(finished) >= window / d.interval - 2
+    assert not d.events("poll skipped: the previous poll is still running")
+    # The other namespaces were counted afresh while the slow walk ran.
+    fresh = by_namespace(m, f"{SELF}_namespace_last_success_timestamp_seconds")
+    assert fresh[NS_BIG] > started + slow and fresh[NS_EMPTY] > started + slow
+    assert any(e.get("walks_in_flight") == 1 for e in finished)
+    # The slow walk's results join a later poll: the count stays true and gets fresher.
+    assert fresh[NS_SMALL] > started
+    sim.clear_faults()
+    assert by_namespace(m, f"{P}_objects") == d.truth
