@@ -85,6 +85,7 @@ class Exporter:
             account_ids=target.account_ids,
             max_workers=config.max_concurrency,
             budget_per_poll=config.api_rate_limit * config.interval / RATE_LIMIT_WINDOW,
+            burst_rate=PER_SECOND_LIMIT,
             cancel=self.cancel,
         )
         self.store = SnapshotStore()

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import requests
 import structlog
+import urllib3
 
 from . import __version__
 from .config import Secret
@@ -397,6 +398,7 @@ class CloudflareClient:
         self._clock = clock
         self._max_object_pages = max_object_pages
         self._requests = 0
+        self._latency: float | None = None
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -406,6 +408,11 @@ class CloudflareClient:
     def requests_made(self) -> int:
         """HTTP attempts so far (for the poll summary log line)."""
         return self._requests
+
+    @property
+    def latency(self) -> float | None:
+        """Moving average of the seconds an answered request took (None before the first)."""
+        return self._latency
 
     # -- public API -----------------------------------------------------------------------
 
@@ -537,10 +544,10 @@ class CloudflareClient:
             retry_after: float | None = None
             try:
                 response = self._session.get(
-                    url, params=params, headers=headers, timeout=self._timeout
+                    url, params=params, headers=headers, timeout=self._timeout, stream=True
                 )
-                body = response.content
-            except requests.RequestException as exc:
+                body = _read_body(response)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
                 error = CloudflareAPIError(
                     _transport_reason(exc), endpoint=endpoint, kind=TRANSPORT
@@ -549,6 +556,9 @@ class CloudflareClient:
                 elapsed = self._clock() - started
                 status = response.status_code
                 self._observer.request_finished(endpoint, str(status), elapsed)
+                with self._count_lock:
+                    last = self._latency
+                    self._latency = elapsed if last is None else 0.8 * last + 0.2 * elapsed
                 cf_ray = response.headers.get("CF-Ray")
                 self._note_ratelimit(response.headers)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -617,14 +627,33 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _transport_reason(exc: requests.RequestException) -> str:
+def _read_body(response: requests.Response) -> bytes:
+    """The whole body in one read, then the connection goes back to the pool.
+
+    ``Response.content`` reads a 1 MB page in 10 kB chunks through several layers; one
+    ``raw.read`` costs about 40% less CPU per page (docs/benchmarks.md).
+    """
+    try:
+        body: bytes = response.raw.read(decode_content=True)
+    except BaseException:
+        response.close()  # a half-read connection cannot be reused
+        raise
+    response.raw.release_conn()
+    return body
+
+
+def _transport_reason(exc: Exception) -> str:
     """A short reason without the URL (no secrets are in it, but it is long)."""
-    kinds = (
+    kinds: tuple[tuple[type[Exception], str], ...] = (
         (requests.ConnectTimeout, "connect timeout"),
         (requests.ReadTimeout, "read timeout"),
+        (urllib3.exceptions.ReadTimeoutError, "read timeout"),
         (requests.exceptions.ChunkedEncodingError, "connection broken mid-response"),
+        (urllib3.exceptions.ProtocolError, "connection broken mid-response"),
         (requests.exceptions.ContentDecodingError, "undecodable response body"),
+        (urllib3.exceptions.DecodeError, "undecodable response body"),
         (requests.ConnectionError, "connection failed"),
+        (OSError, "connection failed"),
     )
     for kind, reason in kinds:
         if isinstance(exc, kind):

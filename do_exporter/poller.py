@@ -44,6 +44,7 @@ log = structlog.get_logger("do_exporter.poller")
 
 NAMESPACE_NOT_FOUND = 10066  # Cloudflare's code for an unknown namespace id (HTTP 404)
 FRESH_SHARE = 0.5  # share of an interval's budget kept for the cheapest namespaces
+MIN_WORKERS = 4
 
 Task = Callable[[], None]
 Outcome = ObjectCount | str | None  # a count, GONE, or None for a failure
@@ -148,6 +149,12 @@ class Poller:
 
     ``budget_per_poll`` is how many requests the rate limit allows in one interval (None:
     no limit worth planning for); it decides the order of the counts (module docstring).
+
+    The number of worker threads follows Little's law: requests in flight = rate x latency.
+    With ``burst_rate`` (requests a second the limiter lets through in a burst) and the
+    client's observed latency, a poll runs ``burst_rate * latency * 1.25`` workers (at least
+    4, at most ``max_workers``): enough to keep the budget busy at 500 ms a request, no more
+    threads than that at 50 ms. Before any latency is known it uses ``max_workers``.
     """
 
     def __init__(
@@ -157,6 +164,7 @@ class Poller:
         account_ids: Sequence[str] = (),
         max_workers: int = 32,
         budget_per_poll: float | None = None,
+        burst_rate: float | None = None,
         cancel: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -164,6 +172,7 @@ class Poller:
         self._account_ids = tuple(account_ids)
         self._max_workers = max_workers
         self._budget = budget_per_poll
+        self._burst_rate = burst_rate
         self._cancel = cancel or threading.Event()
         self._clock = clock
         self._lock = threading.Lock()
@@ -176,6 +185,14 @@ class Poller:
     def account_ids(self) -> tuple[str, ...]:
         """The configured accounts (empty: discovered with ``GET /accounts`` each poll)."""
         return self._account_ids
+
+    def workers(self) -> int:
+        """Worker threads for the next poll (see the class docstring)."""
+        latency = self._client.latency
+        if self._burst_rate is None or latency is None:
+            return self._max_workers
+        wanted = math.ceil(self._burst_rate * latency * 1.25)
+        return max(min(MIN_WORKERS, self._max_workers), min(self._max_workers, wanted))
 
     def inflight(self) -> int:
         """Namespace walks still running from earlier polls."""
@@ -194,7 +211,7 @@ class Poller:
         with self._lock:
             self._open_polls.add(poll_id)
         account_ids, discovered = self._accounts(previous)
-        pool = _WorkPool(self._max_workers, self._cancel)
+        pool = _WorkPool(self.workers(), self._cancel)
         works = [_AccountWork(account_id, started) for account_id in account_ids]
         plan = _Plan(previous, self._budget)
         for work in works:

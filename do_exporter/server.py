@@ -126,6 +126,9 @@ def _handler_class(
         sys_version = ""
         protocol_version = "HTTP/1.1"
         timeout = IDLE_TIMEOUT
+        # Headers and body go out in two writes: without TCP_NODELAY a small body waits
+        # for the client's delayed ACK of the headers (about 40 ms on Linux).
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             self._respond(send_body=True)

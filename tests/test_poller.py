@@ -223,3 +223,23 @@ def test_walk_in_flight_is_not_started_twice(make_sim: MakeSim, make_client: Mak
     time.sleep(2.0)
     third = poller.poll(second, deadline=time.time() + 5)
     assert third.account(ACCOUNT_A).counts[slow].objects == 20  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fault", ["drop", "disconnect", "truncated", "invalid_json"])
+def test_broken_answers_are_retried_or_failed_never_miscounted(
+    make_sim: MakeSim, make_client: MakeClient, fault: str
+) -> None:
+    """A body cut mid-way, a closed connection or broken JSON never becomes a count.
+
+    Transport failures (drop, disconnect) are retried and the poll succeeds; an unusable
+    200 body (truncated, invalid JSON) fails that namespace, which keeps no partial value.
+    """
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 25_000)]}))
+    sim.inject(fault, endpoint="objects", count=1)
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,)).poll(Snapshot())
+    account = snap.account(ACCOUNT_A)
+    assert account is not None
+    if fault in ("drop", "disconnect"):
+        assert_matches_simulator(snap, sim)
+    else:
+        assert not account.last_poll_success and f"{1:032x}" not in account.counts

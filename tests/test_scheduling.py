@@ -76,3 +76,25 @@ def test_refresh_seconds_and_full_refresh() -> None:
     assert state.counts["x"].refresh_seconds == 300
     assert state.counts["y"].refresh_seconds == 895  # 10 -> 905: walked across intervals
     assert _full_refresh([state]) == 895
+
+
+class _FakeClient:
+    def __init__(self, latency: float | None) -> None:
+        self.latency = latency
+
+
+def test_worker_count_follows_budget_and_latency() -> None:
+    """Workers = burst rate x latency x 1.25, within [4, max]; max before latency is known."""
+    from do_exporter.poller import Poller
+
+    def workers(latency: float | None, burst: float | None = 100.0, top: int = 64) -> int:
+        poller = Poller(_FakeClient(latency), max_workers=top, burst_rate=burst)  # type: ignore[arg-type]
+        return poller.workers()
+
+    assert workers(None) == 64
+    assert workers(0.5) == 63
+    assert workers(0.05) == 7
+    assert workers(0.001) == 4
+    assert workers(5.0) == 64
+    assert workers(0.5, burst=None) == 64
+    assert workers(0.5, top=2) == 2

@@ -29,10 +29,12 @@ from do_exporter.simulator.faults import (
     make_fault,
 )
 from do_exporter.simulator.ids import (
+    ID_HEX,
+    RECORD,
     decode_cursor,
     encode_cursor,
+    id_text,
     namespace_key,
-    object_ids_raw,
     ratio_fraction,
     stored_count,
     stored_flags,
@@ -50,8 +52,12 @@ from do_exporter.simulator.scenario import (
 from do_exporter.simulator.server import SimulatorServer
 
 ADMIN_PREFIX = "/__simulator/"
-_OBJECTS_TRUE = '","hasStoredData":true},{"id":"'
-_OBJECTS_FALSE = '","hasStoredData":false},{"id":"'
+# An objects page is its ids' hex with a marker byte after each id: TRUE or FALSE (control
+# bytes, in no id and no JSON text) becomes the text up to the next id.
+_TRUE, _FALSE = b"\x01", b"\x02"
+_OBJECTS_TRUE = b'","hasStoredData":true},{"id":"'
+_OBJECTS_FALSE = b'","hasStoredData":false},{"id":"'
+_FIRST_OBJECT = b'[{"id":"'  # as long as the ',{"id":"' that ends each separator
 _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("accounts", re.compile(r"^/accounts/?$")),
     ("namespaces", re.compile(r"^/accounts/([^/]+)/workers/durable_objects/namespaces/?$")),
@@ -587,22 +593,28 @@ class Simulator:
 
     def _success(
         self,
-        result_json: str,
+        result: str | Callable[[bytes, bytes], bytearray],
         info: dict[str, Any] | None,
         fault: Fault | None,
         messages: list[dict[str, Any]] | None = None,
     ) -> Response:
+        """A success envelope around ``result``: JSON text, or a builder of a JSON list that
+        is given the bytes to put before and after it (so a large page is copied once)."""
         kind = fault.kind if fault is not None else None
         if kind == "success_false":
             code = fault.code if fault is not None and fault.code is not None else 10013
             message = fault.message if fault is not None and fault.message else r.UNKNOWN_ERROR[1]
             return Response(200, r.error_body(code, message))
-        if kind == "wrong_type":
-            wrapped = result_json.startswith("[")
-            result_json = '{"items":' + result_json + "}" if wrapped else "[" + result_json + "]"
         if kind == "missing_result_info":
             info = None
-        return Response(200, r.success_body(result_json, info, messages))
+        head, tail = r.success_envelope(info, messages)
+        if kind == "wrong_type" and (callable(result) or result.startswith("[")):
+            head, tail = head + b'{"items":', b"}" + tail
+        elif kind == "wrong_type":
+            head, tail = head + b"[", b"]" + tail
+        if callable(result):
+            return Response(200, result(head, tail))
+        return Response(200, head + result.encode() + tail)
 
     def _list_objects(
         self, account_id: str, namespace_id: str, query: dict[str, str], fault: Fault | None
@@ -631,7 +643,7 @@ class Simulator:
         next_cursor = encode_cursor(ns.key, self._secret, next_index) if more else ""
         if fault is not None and fault.kind == "repeat_cursor":
             next_cursor = cursor or encode_cursor(ns.key, self._secret, 0)
-        result_json = _objects_json(ns.key, ns.ratio, start, n)
+        key, ratio = ns.key, ns.ratio
         info: dict[str, Any] = {"count": n, "per_page": limit}
         shape = self.scenario.cursor_shape
         if shape in ("both", "cursor"):
@@ -640,7 +652,9 @@ class Simulator:
             info["cursors"] = {"after": next_cursor}
         with self._lock:
             self._stats.objects_served += n
-        return self._success(result_json, info, fault)
+        return self._success(
+            lambda head, tail: _objects_json(key, ratio, start, n, head, tail), info, fault
+        )
 
     # ---- admin API --------------------------------------------------------------------
     def _admin(self, method: str, action: str, query_string: str, body: bytes) -> Response:
@@ -725,34 +739,48 @@ class Simulator:
             by_status[status] = by_status.get(status, 0) + 1
 
 
-def _objects_json(key: bytes, ratio: Fraction, start: int, n: int) -> str:
-    """The ``result`` list of an objects page, built by interleaving ids and separators.
+def _objects_json(
+    key: bytes, ratio: Fraction, start: int, n: int, head: bytes = b"", tail: bytes = b""
+) -> bytearray:
+    """``head``, the ``result`` list of an objects page, then ``tail``.
 
-    Every step is one C-level call over the whole page (hex with a separator, split, list
-    tiling, slice assignment, join): about 5 ms for 10,000 objects on a slow core.
+    Each block's hex ids come with a free byte after every id (:func:`id_text`); one strided
+    slice assignment sets those bytes to ``hasStoredData`` markers, and two single-byte
+    ``replace`` calls expand the markers into the JSON between ids. A block (about 95 kB) is
+    worked at a time and copied into the answer, allocated once at its exact size, so the
+    answer is the only large buffer and the allocator keeps reusing it instead of faulting in
+    fresh pages: about 1 ms for 10,000 objects.
     """
     if n == 0:
-        return "[]"
-    ids = object_ids_raw(key, start, n).hex(" ", -32).split(" ")
-    period = _separators(ratio)
+        return bytearray(head + b"[]" + tail)
+    with_data = stored_count(ratio, start + n) - stored_count(ratio, start)
+    size = len(head) + n * (ID_HEX + len(_OBJECTS_FALSE)) - with_data + len(b"]" + tail)
+    body = bytearray(size + len(_FIRST_OBJECT))  # room for the last, cut, separator
+    period = _markers(ratio)
     q = len(period)
     offset = start % q
-    seps = (period * ((offset + n) // q + 1))[offset : offset + n]
-    # The last separator opens an object that must not exist: cut it back to "}".
-    seps[-1] = seps[-1][: seps[-1].index("}") + 1]
-    parts: list[str] = [""] * (2 * n)
-    parts[0::2] = ids
-    parts[1::2] = seps
-    return '[{"id":"' + "".join(parts) + "]"
+    marks = (period * ((offset + n) // q + 1))[offset : offset + n]
+    with memoryview(body) as view:
+        view[: len(head) + len(_FIRST_OBJECT)] = head + _FIRST_OBJECT
+        at = len(head) + len(_FIRST_OBJECT)
+        done = 0
+        for piece in id_text(key, start, n):
+            ids = len(piece) // RECORD
+            piece[ID_HEX::RECORD] = marks[done : done + ids]
+            done += ids
+            text = piece.replace(_TRUE, _OBJECTS_TRUE).replace(_FALSE, _OBJECTS_FALSE)
+            view[at : at + len(text)] = text
+            at += len(text)
+        # The last separator opened an object that does not exist: end the list there.
+        view[at - len(_FIRST_OBJECT) : size] = b"]" + tail
+    del body[size:]
+    return body
 
 
 @functools.lru_cache(maxsize=256)
-def _separators(ratio: Fraction) -> list[str]:
-    """One period of the text between two ids: it carries the first id's hasStoredData."""
-    return [
-        _OBJECTS_TRUE if flag else _OBJECTS_FALSE
-        for flag in stored_flags(ratio, 0, ratio.denominator)
-    ]
+def _markers(ratio: Fraction) -> bytes:
+    """One period of ``hasStoredData`` markers, one byte per object."""
+    return b"".join(_TRUE if flag else _FALSE for flag in stored_flags(ratio, 0, ratio.denominator))
 
 
 def _int_param(

@@ -39,7 +39,7 @@ class Response:
     """
 
     status: int
-    body: bytes
+    body: bytes | bytearray
     content_type: str = JSON
     headers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0
@@ -69,19 +69,18 @@ def bad_param(detail: str) -> Response:
     return error(400, BAD_PARAMS, (PARAM_DETAIL, detail))
 
 
-def success_body(
-    result_json: str,
+def success_envelope(
     result_info: dict[str, Any] | None,
     messages: list[dict[str, Any]] | None = None,
-) -> bytes:
-    """A ``success: true`` envelope around an already-serialised ``result``."""
+) -> tuple[bytes, bytes]:
+    """The bytes before and after ``result`` in a ``success: true`` envelope."""
     head = '{"success":true,"errors":[],"messages":' + json.dumps(
         messages or [], separators=(",", ":")
     )
-    tail = ""
+    tail = "}"
     if result_info is not None:
-        tail = ',"result_info":' + json.dumps(result_info, separators=(",", ":"))
-    return (head + ',"result":' + result_json + tail + "}").encode()
+        tail = ',"result_info":' + json.dumps(result_info, separators=(",", ":")) + "}"
+    return (head + ',"result":').encode(), tail.encode()
 
 
 def html_page(status: int) -> bytes:
