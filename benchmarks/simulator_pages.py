@@ -6,6 +6,7 @@ server-side cost of building one page (``Simulator.handle``, no socket) and, wit
 ``--parse``, the rate when the client also decodes the JSON the way an exporter must.
 
     /work/venv/bin/python benchmarks/simulator_pages.py [--pages 40] [--runs 5] [--parse]
+        [--builds 50]
 """
 
 from __future__ import annotations
@@ -72,18 +73,24 @@ def walk(sim: Simulator, pages: int, limit: int, *, parse: bool) -> float:
 
 
 def build_ms(sim: Simulator, limit: int, repeats: int) -> float:
-    """Median milliseconds for Simulator.handle to build one page (no network)."""
+    """Median milliseconds for Simulator.handle to build one page (no network).
+
+    Follows the cursors, so each of the ``repeats`` pages is a different one.
+    """
     target = (
         f"{sim.scenario.base_path}/accounts/{ACCOUNT}/workers/durable_objects/namespaces/"
         f"{NAMESPACE}/objects?limit={limit}"
     )
     headers = {"Authorization": f"Bearer {TOKEN}"}
     times = []
+    cursor = ""
     for _ in range(repeats):
+        query = f"&{urlencode({'cursor': cursor})}" if cursor else ""
         started = time.perf_counter()
-        response = sim.handle("GET", target, headers)
+        response = sim.handle("GET", target + query, headers)
         times.append(time.perf_counter() - started)
         assert response.status == 200
+        cursor = bytes(response.body[-300:]).decode().split('"cursor":"', 1)[1].split('"', 1)[0]
     return statistics.median(times) * 1000
 
 
@@ -93,11 +100,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs; the median is reported")
     parser.add_argument("--limit", type=int, default=10_000, help="objects per page")
     parser.add_argument("--parse", action="store_true", help="also json-decode every page")
+    parser.add_argument(
+        "--builds", type=int, default=50, help="pages built without a socket (default 50)"
+    )
     args = parser.parse_args()
     with Simulator(scenario()) as sim:
         walk(sim, 3, args.limit, parse=args.parse)  # warm-up
         rates = [walk(sim, args.pages, args.limit, parse=args.parse) for _ in range(args.runs)]
-        server_ms = build_ms(sim, args.limit, 20)
+        server_ms = build_ms(sim, args.limit, args.builds)
         page_bytes = len(sim.handle(
             "GET",
             f"{sim.scenario.base_path}/accounts/{ACCOUNT}/workers/durable_objects/namespaces/"
@@ -118,6 +128,7 @@ def main() -> None:
                 "pages_per_second_median": round(median, 1),
                 "pages_per_second_runs": [round(r, 1) for r in rates],
                 "objects_per_second_median": round(median * args.limit),
+                "server_builds": args.builds,
                 "server_build_ms_median": round(server_ms, 2),
             }
         )

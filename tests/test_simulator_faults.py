@@ -213,6 +213,15 @@ def test_wrong_type_on_verify_is_a_list(sim: Simulator, http: requests.Session) 
     assert isinstance(body["result"], list) and body["result"][0]["status"] == "active"
 
 
+def test_wrong_type_on_objects_wraps_the_page(sim: Simulator, http: requests.Session) -> None:
+    """wrong_type on objects: the whole page sits in {"items": [...]}, result_info intact."""
+    plain = get(http, sim, OBJECTS).json()
+    sim.inject("wrong_type", endpoint="objects")
+    body = get(http, sim, OBJECTS).json()
+    assert body["result"] == {"items": plain["result"]}
+    assert body["result_info"] == plain["result_info"]
+
+
 def test_missing_result_info(sim: Simulator, http: requests.Session) -> None:
     """missing_result_info: the envelope without result_info."""
     sim.inject("missing_result_info", endpoint="objects")

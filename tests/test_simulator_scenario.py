@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from do_exporter.simulator import Scenario, ScenarioError, demo_scenario, load_scenario
+from do_exporter.simulator.core import _objects_json
 from do_exporter.simulator.ids import (
     decode_cursor,
     encode_cursor,
@@ -128,6 +129,32 @@ def test_ids_are_unique_and_namespace_specific() -> None:
     ids = {joined[i : i + 64] for i in range(0, len(joined), 64)}
     assert len(ids) == 10000
     assert object_id(namespace_key(1, ACC, "2" * 32), 0) not in ids
+
+
+def test_ids_are_lowercase_hex_with_even_digits() -> None:
+    """Ids are lowercase hex, every digit about 1/16 of them, and distinct across blocks."""
+    joined = object_ids_hex(KEY, 10**9, 50 * 1024)  # 50 blocks far into the namespace
+    assert set(joined) <= set("0123456789abcdef")
+    expected = len(joined) / 16
+    assert all(abs(joined.count(d) - expected) < 0.02 * expected for d in "0123456789abcdef")
+    assert len({joined[i : i + 64] for i in range(0, len(joined), 64)}) == 50 * 1024
+
+
+@given(
+    ratio=st.floats(0, 1, allow_nan=False),
+    start=st.integers(0, 10**7),
+    n=st.integers(0, 2500),
+)
+def test_objects_page_is_the_plain_json_of_each_object(ratio: float, start: int, n: int) -> None:
+    """The page builder's bytes equal json.dumps of the per-object ids and flags."""
+    fraction = ratio_fraction(ratio)
+    joined = object_ids_hex(KEY, start, n)
+    expected = [
+        {"id": joined[64 * i : 64 * i + 64], "hasStoredData": has_stored_data(fraction, start + i)}
+        for i in range(n)
+    ]
+    page = _objects_json(KEY, fraction, start, n, b"<head>", b"<tail>")
+    assert page == b"<head>" + json.dumps(expected, separators=(",", ":")).encode() + b"<tail>"
 
 
 @given(ratio=st.floats(0, 1, allow_nan=False), start=st.integers(0, 10**6), n=st.integers(0, 2000))

@@ -7,7 +7,7 @@ cache). Block ``b`` takes the pad's records from a keyed rotation and turns each
 first 64 bytes ``x`` into the hex digit ``(x mod 16) xor t[x div 16]``, where ``t`` is 16
 keyed nibbles; rotation and ``t`` come from ``SHAKE-256(key ‖ b)``. That is one 256-entry
 ``bytes.translate`` table per block (every digit has 16 of its entries, so digits stay
-uniform), and a page of 10,000 ids is a dozen ``translate`` calls whose output is already hex,
+uniform), and a page of 10,000 ids is one or two ``translate`` calls per block, already hex,
 with the 65th byte of each record left free for the page builder to mark.
 
 Whether it has stored data follows a fixed pattern of period ``q`` for a ratio ``p/q``:
