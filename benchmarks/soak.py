@@ -8,9 +8,11 @@ the exporter's RSS (``VmRSS``), open file descriptors (``/proc/PID/fd``) and thr
 (``Threads`` in ``/proc/PID/status``), and scrapes ``/metrics``: every served object count
 must equal the scenario's (no growth is configured, so the truth never changes).
 
-At the end it prints a summary (start, end, max, least-squares slope per hour of each
-measure after a warm-up) and exits 1 if any measure grew beyond its tolerance, if a served
-count was ever wrong, or if the exporter died. ``--json`` also prints the summary as JSON.
+At the end it prints a summary of each measure after a warm-up (first sample; start and end,
+the medians of the first and last 10% of samples; max; least-squares slope per hour) and
+exits 1 if any grew beyond its tolerance (end over start, or the peaks of the second half
+over those of the first), if a served count was ever wrong, if a scrape failed, or if the
+exporter died. ``--json`` also prints the summary as JSON.
 
     python benchmarks/soak.py --minutes 30          # the documented run
     python benchmarks/soak.py --minutes 1           # a smoke run
