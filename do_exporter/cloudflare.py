@@ -1,6 +1,6 @@
 """The Cloudflare API client: requests, retries, envelopes, pagination.
 
-Where does a page get fetched? :meth:`CloudflareClient._get`, and nowhere else. Everything
+Where does a page get fetched? :meth:`CloudflareClient._request`, and nowhere else. Everything
 that turns a response body into data is a pure function below it (``parse_*``), tested with
 canned bodies.
 
@@ -11,6 +11,8 @@ The client knows nothing about Prometheus: it reports each request to a
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import math
 import random
 import re
 import threading
@@ -38,6 +40,7 @@ OBJECTS_PER_PAGE = 10_000  # the API's maximum
 MAX_LIST_PAGES = 100  # page-number lists: an account holds at most ~500 namespaces
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
+MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 # Error codes for api_errors_total when Cloudflare gave none.
@@ -131,7 +134,7 @@ class RetryPolicy:
     attempts: int = 4
     base: float = 1.0
     max_backoff: float = 30.0
-    max_retry_after: float = 900.0
+    max_retry_after: float = 300.0
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         delay: float = min(self.max_backoff, self.base * 2 ** (retry - 1))
@@ -302,15 +305,6 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
     return ObjectsPage(len(page.result), with_data, cursor)
 
 
-def next_cursor(info: Mapping[str, Any]) -> str | None:
-    cursor = info.get("cursor")
-    if not isinstance(cursor, str) or not cursor:
-        cursors = info.get("cursors")
-        after = cursors.get("after") if isinstance(cursors, dict) else None
-        cursor = after if isinstance(after, str) else None
-    return cursor or None
-
-
 _RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=(\d+)")
 _RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=(\d+)")
 
@@ -347,9 +341,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -442,18 +438,24 @@ class CloudflareClient:
             log.warning("namespaces without an id ignored", account_id=account_id, count=skipped)
         return result
 
-    def count_objects(self, account_id: str, namespace_id: str) -> ObjectCount:
+    def count_objects(
+        self,
+        account_id: str,
+        namespace_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> ObjectCount:
         """Walk every page of a namespace's objects, keeping only the counts.
 
-        Memory stays flat: one page at a time. A cursor seen before (a server that repeats
+        Memory stays flat: one page at a time (the loop guard keeps an 8-byte hash per
+        page, about 8 MB at the page cap). A cursor seen before (a server that repeats
         itself) or more than ``max_object_pages`` pages ends the walk with an error rather
-        than a loop or a partial count.
+        than a loop or a partial count. ``progress`` is called with the pages read so far.
         """
         path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
         context = {"account_id": account_id, "namespace_id": namespace_id}
         objects = with_data = pages = 0
         cursor: str | None = None
-        seen: set[str] = set()
+        seen: set[int] = set()
         while True:
             params: dict[str, str | int] = {"limit": OBJECTS_PER_PAGE}
             if cursor:
@@ -462,15 +464,18 @@ class CloudflareClient:
             pages += 1
             objects += page.count
             with_data += page.with_stored_data
+            if progress is not None:
+                progress(pages)
             if page.cursor is None or page.count == 0:
                 return ObjectCount(objects, with_data, pages)
-            if page.cursor in seen:
+            digest = int.from_bytes(hashlib.blake2b(page.cursor.encode(), digest_size=8).digest())
+            if digest in seen:
                 self._fail_walk("objects", "the API repeated a cursor (loop guard)", context)
             if pages >= self._max_object_pages:
                 self._fail_walk(
                     "objects", f"more than {self._max_object_pages} pages (walk guard)", context
                 )
-            seen.add(page.cursor)
+            seen.add(digest)
             cursor = page.cursor
 
     # -- pagination -----------------------------------------------------------------------
@@ -480,33 +485,40 @@ class CloudflareClient:
     ) -> Iterator[dict[str, Any]]:
         """Yield the items of a page-number list, de-duplicated by ``id``.
 
-        Stops at ``result_info.total_pages`` when the API gives it, else on a short or empty
+        Stops at ``result_info.total_pages`` when the API gives it; without it, when
+        ``result_info.total_count`` items were seen; without either, on a short or empty
         page (short against the page size the server says it used, which may be smaller
-        than the one asked for). A page with nothing new (a server ignoring ``page``) and a
-        cap of :data:`MAX_LIST_PAGES` guard against endless lists.
+        than the one asked for). A page with nothing new while more are announced (a server
+        ignoring ``page``) is an error, not a short list; :data:`MAX_LIST_PAGES` guards
+        against endless lists.
         """
         seen: set[str] = set()
         page = 1
+        parse = _list_parser(endpoint)
         while True:
             params = {"page": page, "per_page": per_page}
-            env = self._request(endpoint, path, params, context, _envelope_parser(endpoint))
-            items = _result_list(endpoint, env, 200)
-            new = [item for item in items if item.get("id") not in seen]
-            for item in new:
-                if isinstance(item.get("id"), str):
-                    seen.add(item["id"])
+            env, items = self._request(endpoint, path, params, context, parse)
+            new = [
+                item
+                for item in items
+                if not isinstance(item.get("id"), str) or item["id"] not in seen
+            ]
+            seen.update(item["id"] for item in new if isinstance(item.get("id"), str))
             yield from new
             info = env.result_info or {}
             total_pages = _int(info.get("total_pages"))
+            total_count = _int(info.get("total_count"))
             page_size = _int(info.get("per_page")) or per_page
-            if not new:
-                if items:
-                    log.warning("API repeated a page; stopping", endpoint=endpoint, page=page)
-                return
             if total_pages is not None:
-                if page >= total_pages:
-                    return
-            elif len(items) < page_size:
+                more = page < total_pages
+            elif total_count is not None:
+                more = len(seen) < total_count
+            else:
+                more = len(items) >= page_size
+            if more and not new:
+                # The API says there is more but repeats itself: a list we cannot trust.
+                self._fail_walk(endpoint, f"page {page} repeated an earlier page", context)
+            if not more or not new:
                 return
             if page >= MAX_LIST_PAGES:
                 self._fail_walk(endpoint, f"more than {MAX_LIST_PAGES} pages", context)
@@ -584,12 +596,15 @@ class CloudflareClient:
                 retry=delay is not None,
                 retry_in=None if delay is None else round(delay, 3),
             )
+            if error.status == 429:
+                # The token is blocked: every worker waits, retried or not, so nothing else
+                # runs into the block. The pause is capped: Cloudflare blocks for at most
+                # its 5-minute window, and a wild Retry-After must not stop us for days.
+                wait = max(error.retry_after or 0.0, delay or 0.0) or self._retry.base
+                self._limiter.pause(min(wait, MAX_PAUSE))
             if delay is None:
                 raise error
-            if error.status == 429:
-                # Every worker of this token waits, and the burst does not resume at once.
-                self._limiter.pause(delay)
-            elif self._cancel.wait(delay):
+            if error.status != 429 and self._cancel.wait(delay):
                 raise Cancelled()
 
     def _retry_delay(self, error: CloudflareAPIError, attempt: int) -> float | None:
@@ -601,8 +616,7 @@ class CloudflareClient:
         delay = self._retry.backoff(attempt, self._rng)
         if error.retry_after is not None:
             if error.retry_after > self._retry.max_retry_after:
-                self._limiter.pause(error.retry_after)
-                return None
+                return None  # not worth holding a poll for
             delay = max(delay, error.retry_after)
         return delay
 
@@ -613,12 +627,19 @@ class CloudflareClient:
         self._observer.ratelimit_remaining(remaining)
         if remaining == 0 and reset:
             # The API says the window is spent: wait for it instead of earning a 429 block.
-            self._limiter.pause(min(reset, self._retry.max_retry_after))
+            self._limiter.pause(min(reset, MAX_PAUSE))
 
 
-def _envelope_parser(endpoint: str) -> Callable[[int, bytes, str | None], Envelope]:
-    def parse(status: int, body: bytes, cf_ray: str | None) -> Envelope:
-        return parse_envelope(endpoint, status, body, cf_ray)
+def _list_parser(
+    endpoint: str,
+) -> Callable[[int, bytes, str | None], tuple[Envelope, list[dict[str, Any]]]]:
+    """A parser for one page of a page-number list: the envelope and its items."""
+
+    def parse(
+        status: int, body: bytes, cf_ray: str | None
+    ) -> tuple[Envelope, list[dict[str, Any]]]:
+        env = parse_envelope(endpoint, status, body, cf_ray)
+        return env, _result_list(endpoint, env, status)
 
     return parse
 

@@ -16,6 +16,7 @@ DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_INTERVAL = 300.0
 DEMO_INTERVAL = 15.0
 MIN_INTERVAL = 10.0
+MAX_INTERVAL = 86_400.0
 DEFAULT_LISTEN = ":9877"
 DEFAULT_RATE_LIMIT = 1000
 RATE_LIMIT_WINDOW = 300.0
@@ -88,7 +89,7 @@ class Config:
 class RawOptions:
     """What argparse gave, before environment fallbacks and validation (None = not given)."""
 
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)
     api_token_file: str | None = None
     account_ids: tuple[str, ...] = ()
     api_url: str | None = None
@@ -120,7 +121,12 @@ def build_config(raw: RawOptions, env: Mapping[str, str], *, stderr_is_tty: bool
     if interval_text is None:
         interval = DEMO_INTERVAL if raw.demo else DEFAULT_INTERVAL
     else:
-        interval = _number(interval_text, "--interval/DO_EXPORTER_INTERVAL", minimum=MIN_INTERVAL)
+        interval = _number(
+            interval_text,
+            "--interval/DO_EXPORTER_INTERVAL",
+            minimum=MIN_INTERVAL,
+            maximum=MAX_INTERVAL,
+        )
 
     host, port = parse_listen_address(
         pick(raw.listen_address, "DO_EXPORTER_LISTEN_ADDRESS") or DEFAULT_LISTEN
@@ -224,9 +230,12 @@ def _token(raw: RawOptions, env: Mapping[str, str]) -> Secret:
     token = token.strip()
     if not token:
         raise ConfigError(f"{source}: the API token is empty")
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        # Never echo the token: only say what is wrong with it.
-        raise ConfigError(f"{source}: the API token contains whitespace or control characters")
+    if not all("!" <= ch <= "~" for ch in token):
+        # Never echo the token: only say what is wrong with it. (HTTP headers carry ASCII.)
+        raise ConfigError(
+            f"{source}: the API token may hold only visible ASCII characters "
+            "(no whitespace, control or non-ASCII characters)"
+        )
     return Secret(token)
 
 
@@ -296,7 +305,7 @@ def _number(
     if value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(f"{where}: {text!r} is not a finite number")
     if value < minimum:
-        raise ConfigError(f"{where}: {text} is below the minimum of {minimum:g}")
+        raise ConfigError(f"{where}: {text.strip()!r} is below the minimum of {minimum:g}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{where}: {text} is above the maximum of {maximum:g}")
+        raise ConfigError(f"{where}: {text.strip()!r} is above the maximum of {maximum:g}")
     return float(value)

@@ -1,7 +1,10 @@
 """structlog set-up: JSON lines or console output on stderr, with secrets redacted.
 
 Nothing should ever hand the token to a logger; :class:`RedactSecrets` is the second line
-of defence and replaces it wherever it appears in an event's values.
+of defence and replaces it wherever it appears in an event's values, tracebacks included
+(they are rendered to text before it runs, without local variables). Libraries that log
+through the standard ``logging`` module (APScheduler, urllib3) go through the same chain,
+so every line on stderr has one format.
 """
 
 from __future__ import annotations
@@ -50,24 +53,37 @@ def configure(
     stream: TextIO | None = None,
 ) -> None:
     """Configure structlog for the whole process (called once, from the CLI)."""
-    processors: list[Processor] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        # Tracebacks become plain text here, before redaction (never with local variables).
+        structlog.processors.format_exc_info,
+        RedactSecrets(secrets),
     ]
-    if fmt == "json":
-        processors.append(structlog.processors.format_exc_info)
-    processors.append(RedactSecrets(secrets))
-    if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer())
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    out = stream or sys.stderr
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    # Standard-library loggers (APScheduler, urllib3): same processors, same output.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Their info lines (every job run) are noise next to ours: warnings and up only.
+    root.setLevel(max(numeric_level, logging.WARNING))

@@ -90,8 +90,10 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        """True once every account's namespace list has been read at least once."""
-        return bool(self.accounts) and all(a.namespaces_listed for a in self.accounts)
+        """True after a poll that read some account's namespaces, or found no account."""
+        return self.generation > 0 and (
+            any(a.namespaces_listed for a in self.accounts) or self.complete
+        )
 
 
 # Outcome of counting one namespace in a poll.
@@ -104,7 +106,8 @@ class AccountPoll:
 
     ``namespaces`` is ``None`` when the namespace list could not be read. ``counts`` maps a
     namespace id to its fresh count, to ``None`` when counting failed, or to :data:`GONE`.
-    Namespaces not in ``counts`` were not due for a count in this poll.
+    Namespaces not in ``counts`` were not due, or are still being counted; ``incomplete``
+    says some of those should have been done and were not (the poll then failed).
     """
 
     account_id: str
@@ -112,6 +115,7 @@ class AccountPoll:
     finished_at: float
     namespaces: tuple[Namespace, ...] | None
     counts: Mapping[str, ObjectCount | str | None] = field(default_factory=dict)
+    incomplete: bool = False  # a due count neither finished nor progressed
 
 
 def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> AccountSnapshot:
@@ -120,7 +124,8 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
     - Namespace list failed: keep everything, mark the poll failed.
     - A namespace missing from the new list, or gone (404) while counting: its series go.
     - A count that failed, or was not due: the last complete count stays, with its time.
-    - The poll succeeds when the list and every count it attempted succeeded.
+    - The poll succeeds when the list and every count it attempted succeeded, and nothing
+      due was left stalled (``incomplete``).
     """
     prev = previous or AccountSnapshot(account_id=poll.account_id)
     duration = max(0.0, poll.finished_at - poll.started_at)
@@ -157,7 +162,7 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
             failed = True
         if ns.id in prev.counts:
             counts[ns.id] = prev.counts[ns.id]
-    success = not failed
+    success = not failed and not poll.incomplete
     return AccountSnapshot(
         account_id=prev.account_id,
         namespaces=namespaces,

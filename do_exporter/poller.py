@@ -1,8 +1,9 @@
 """One poll: accounts, then namespaces, then object counts, all paced by the rate limiter.
 
-Work runs on daemon threads fed from one priority queue shared by every account, so the
-request budget stays busy: listing an account's namespaces comes first, then its namespaces
-are counted. The order of the counts depends on whether the poll fits the request budget:
+Work runs on one long-lived pool of daemon threads per :class:`Poller`, fed from one
+priority queue shared by every account and every poll, so the request budget stays busy and
+``--max-concurrency`` holds across polls. Discovery and namespace lists come first, then the
+counts, in an order that depends on whether the poll fits the request budget:
 
 - It fits: the largest known namespaces first (their sequential cursor walks decide when the
   poll can end).
@@ -11,9 +12,11 @@ are counted. The order of the counts depends on whether the poll fits the reques
 
 A poll with a deadline (the daemon uses its interval) publishes what it has when the
 deadline comes. Walks still running then are not cancelled: they carry on, and their result
-joins the next poll; a namespace whose walk is in flight is not started again. That is how a
-huge namespace is spread over several intervals without holding up the small ones.
-A failure stays with the namespace or account it hit.
+joins a later poll; a namespace (or namespace list) whose request is in flight is not started
+again. That is how a huge namespace is spread over several intervals without holding up the
+small ones. An account's poll counts as failed when a count failed, when a due count could
+not even start before the deadline (unless the budget deliberately deferred it), or when a
+walk in flight made no progress during the poll (a rate-limit block, a hung API).
 """
 
 from __future__ import annotations
@@ -46,60 +49,63 @@ NAMESPACE_NOT_FOUND = 10066  # Cloudflare's code for an unknown namespace id (HT
 FRESH_SHARE = 0.5  # share of an interval's budget kept for the cheapest namespaces
 MIN_WORKERS = 4
 
-Task = Callable[[], None]
 Outcome = ObjectCount | str | None  # a count, GONE, or None for a failure
+Key = tuple[str, str]  # (account id, namespace id)
 
 
-class _WorkPool:
-    """Run tasks (which may add tasks) on up to ``workers`` daemon threads.
+class _Run:
+    """One poll's share of the pool: its open/closed state and its unfinished tasks."""
 
-    Threads start as tasks arrive, so a poll of three namespaces uses three threads. Daemon
-    threads, unlike ``concurrent.futures``, never hold up process exit: a request stuck in
-    a read timeout cannot delay shutdown.
+    def __init__(self) -> None:
+        self.open = True
+        self.pending = 0
+
+
+class _Pool:
+    """Daemon worker threads and one priority queue, living as long as the poller.
+
+    Threads start when queued work outnumbers idle threads, up to ``limit``; surplus threads
+    leave when idle. Tasks of a closed run are skipped when they come up. Daemon threads,
+    unlike ``concurrent.futures``, never hold up process exit: a request stuck in a read
+    timeout cannot delay shutdown.
     """
 
-    def __init__(self, workers: int, cancel: threading.Event) -> None:
-        self._max_workers = workers
+    def __init__(self, cancel: threading.Event) -> None:
         self._cancel = cancel
-        self._heap: list[tuple[float, int, Task]] = []
+        self._heap: list[tuple[float, int, _Run, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._pending = 0  # queued + running
-        self._idle = 0
-        self._threads = 0
-        self._closed = False
         self._cond = threading.Condition()
+        self._threads = 0
+        self._idle = 0
+        self.limit = 1
 
-    def submit(self, task: Task, priority: float = 0.0) -> None:
-        """Queue a task; lower priority values run first. Ignored once the pool closed."""
+    def submit(self, run: _Run, task: Callable[[], None], priority: float = 0.0) -> None:
+        """Queue a task of ``run`` (lower priority values first); ignored once it closed."""
         with self._cond:
-            if self._closed:
+            if not run.open:
                 return
-            heapq.heappush(self._heap, (priority, next(self._seq), task))
-            self._pending += 1
-            if self._idle == 0 and self._threads < self._max_workers:
+            heapq.heappush(self._heap, (priority, next(self._seq), run, task))
+            run.pending += 1
+            if len(self._heap) > self._idle and self._threads < self.limit:
                 self._threads += 1
-                threading.Thread(
-                    target=self._work, name=f"poll-worker-{self._threads}", daemon=True
-                ).start()
+                threading.Thread(target=self._work, name="poll-worker", daemon=True).start()
             else:
                 self._cond.notify()
 
-    def run(self, deadline: float | None = None, clock: Callable[[], float] = time.time) -> bool:
-        """Block until every task has finished or ``deadline`` passes; True if all finished.
+    def wait(self, run: _Run, deadline: float | None, clock: Callable[[], float]) -> bool:
+        """Block until ``run`` has no task left or ``deadline`` passes, then close it.
 
-        At the deadline, queued tasks are dropped and running ones go on in the background.
+        Returns True if every task finished. Tasks still queued are skipped from now on;
+        running ones go on. Raises :class:`Cancelled` on shutdown.
         """
         with self._cond:
-            while self._pending and not self._cancel.is_set():
+            while run.pending and not self._cancel.is_set():
                 timeout = 0.2 if deadline is None else min(0.2, deadline - clock())
                 if timeout <= 0:
                     break
                 self._cond.wait(timeout)
-            finished = self._pending == 0
-            self._closed = True
-            self._pending -= len(self._heap)
-            self._heap.clear()
-            self._cond.notify_all()
+            run.open = False
+            finished = run.pending == 0
         if self._cancel.is_set():
             raise Cancelled()
         return finished
@@ -108,13 +114,17 @@ class _WorkPool:
         while True:
             with self._cond:
                 self._idle += 1
-                while not self._heap and not self._closed and not self._cancel.is_set():
-                    self._cond.wait(0.2)
+                while not self._heap and not self._cancel.is_set():
+                    if not self._cond.wait(1.0) and self._threads > self.limit:
+                        break
                 self._idle -= 1
                 if not self._heap or self._cancel.is_set():
                     self._threads -= 1
                     return
-                _, _, task = heapq.heappop(self._heap)
+                _, _, run, task = heapq.heappop(self._heap)
+                if not run.open:
+                    run.pending -= 1
+                    continue
             try:
                 task()
             except Cancelled:
@@ -123,20 +133,20 @@ class _WorkPool:
                 log.exception("poll task crashed")
             finally:
                 with self._cond:
-                    self._pending -= 1
+                    run.pending -= 1
                     self._cond.notify_all()
 
 
 @dataclass
 class _AccountWork:
-    """One account's share of a poll, filled in by the tasks."""
+    """One account's share of a poll, filled in by the tasks (under the poller's lock)."""
 
     account_id: str
     started_at: float
     namespaces: tuple[Namespace, ...] | None = None
     counts: dict[str, Outcome] = field(default_factory=dict)
+    due: set[str] = field(default_factory=set)
     finished_at: float = 0.0
-    remaining: int = 0
 
 
 def estimated_pages(objects: int | None) -> int:
@@ -175,11 +185,12 @@ class Poller:
         self._burst_rate = burst_rate
         self._cancel = cancel or threading.Event()
         self._clock = clock
+        self._pool = _Pool(self._cancel)
         self._lock = threading.Lock()
-        self._inflight: set[tuple[str, str]] = set()
-        self._late: dict[tuple[str, str], Outcome] = {}
-        self._open_polls: set[int] = set()
-        self._poll_ids = itertools.count(1)
+        self._inflight: dict[Key, int] = {}  # walks running -> pages read so far
+        self._listing: set[str] = set()  # accounts whose namespace list is in flight
+        self._discovering = False  # GET /accounts in flight
+        self._late: dict[Key, Outcome] = {}  # walks that ended after their poll closed
 
     @property
     def account_ids(self) -> tuple[str, ...]:
@@ -195,81 +206,149 @@ class Poller:
         return max(min(MIN_WORKERS, self._max_workers), min(self._max_workers, wanted))
 
     def inflight(self) -> int:
-        """Namespace walks still running from earlier polls."""
+        """Namespace walks running now (some may have started in earlier polls)."""
         with self._lock:
             return len(self._inflight)
 
     def poll(self, previous: Snapshot, deadline: float | None = None) -> Snapshot:
         """Poll every account once; return the next snapshot (never raises API errors).
 
-        ``deadline`` (Unix time) bounds how long the poll waits for counts; see the module
-        docstring. Raises :class:`~do_exporter.ratelimit.Cancelled` on shutdown.
+        ``deadline`` (Unix time) bounds how long the poll waits; see the module docstring.
+        Raises :class:`~do_exporter.ratelimit.Cancelled` on shutdown.
         """
         started = self._clock()
         requests_before = self._client.requests_made
-        poll_id = next(self._poll_ids)
+        self._pool.limit = self.workers()
         with self._lock:
-            self._open_polls.add(poll_id)
-        account_ids, discovered = self._accounts(previous)
-        pool = _WorkPool(self.workers(), self._cancel)
-        works = [_AccountWork(account_id, started) for account_id in account_ids]
+            progress_before = dict(self._inflight)
+        run = _Run()
         plan = _Plan(previous, self._budget)
-        for work in works:
-            pool.submit(self._list_task(work, plan, pool, poll_id), priority=-math.inf)
-        try:
-            finished = pool.run(deadline, self._clock)
-        finally:
+        works: list[_AccountWork] = []
+        discovered = [bool(self._account_ids)]  # True once the account list is trustworthy
+
+        def start(account_ids: Sequence[str]) -> None:
             with self._lock:
-                self._open_polls.discard(poll_id)
-                late = self._late
-                self._late = {}
-        accounts = []
-        for work in works:
-            counts = dict(work.counts)
-            for (account_id, ns_id), outcome in late.items():
-                if account_id == work.account_id and ns_id not in counts:
-                    counts[ns_id] = outcome
-            poll = AccountPoll(
-                account_id=work.account_id,
-                started_at=work.started_at,
-                finished_at=work.finished_at or self._clock(),
-                namespaces=work.namespaces,
-                counts=counts,
-            )
-            accounts.append(next_account(previous.account(work.account_id), poll))
+                new = [_AccountWork(account_id, started) for account_id in account_ids]
+                works.extend(new)
+            for work in new:
+                self._pool.submit(run, self._list_task(work, plan, run), -math.inf)
+
+        if self._account_ids:
+            start(self._account_ids)
+        else:
+            self._pool.submit(run, self._discover_task(previous, discovered, start), -math.inf)
+        finished = self._pool.wait(run, deadline, self._clock)
+
+        with self._lock:
+            late, self._late = self._late, {}
+            progress_after = dict(self._inflight)
+            accounts = [
+                self._account_poll(work, previous, plan, late, progress_before, progress_after)
+                for work in works
+            ]
+            # Walks of accounts whose list failed wait for a later poll; the rest are gone.
+            unlisted = {w.account_id for w in works if w.namespaces is None}
+            self._late.update({k: v for k, v in late.items() if k[0] in unlisted})
         snapshot = Snapshot(
             accounts=tuple(accounts),
             generation=previous.generation + 1,
             full_refresh_seconds=_full_refresh(accounts),
-            complete=discovered and finished and all(a.last_poll_success for a in accounts),
+            complete=discovered[0] and finished and all(a.last_poll_success for a in accounts),
         )
         self._log_summary(snapshot, works, started, self._client.requests_made - requests_before)
         return snapshot
 
-    def _accounts(self, previous: Snapshot) -> tuple[tuple[str, ...], bool]:
-        """The accounts to poll, and whether that list is trustworthy."""
-        if self._account_ids:
-            return self._account_ids, True
-        try:
-            found = tuple(account.id for account in self._client.list_accounts())
-        except CloudflareAPIError:
-            # Keep polling the accounts we knew; the poll is still incomplete.
-            known = tuple(a.account_id for a in previous.accounts)
-            log.error("account discovery failed", known_accounts=len(known))
-            return known, False
-        if not found:
-            log.warning("the API token can read no account: nothing to export")
-        return found, True
+    def _account_poll(
+        self,
+        work: _AccountWork,
+        previous: Snapshot,
+        plan: _Plan,
+        late: dict[Key, Outcome],
+        progress_before: dict[Key, int],
+        progress_after: dict[Key, int],
+    ) -> AccountSnapshot:
+        """Turn what the tasks gathered for one account into its next state (under lock)."""
+        counts = dict(work.counts)
+        stalled = False
+        if work.namespaces is not None:
+            for ns in work.namespaces:
+                key = (work.account_id, ns.id)
+                if ns.id not in counts and key in late:
+                    counts[ns.id] = late.pop(key)
+                if ns.id in counts:
+                    continue
+                if key in progress_after:  # a walk in flight: fine while it moves
+                    stalled |= progress_after[key] <= progress_before.get(key, 0)
+                elif ns.id in work.due and not plan.binding:
+                    stalled = True  # due, never started, and not deferred on purpose
+        if stalled:
+            log.warning(
+                "counts are not progressing (rate-limit block or a hung API?)",
+                account_id=work.account_id,
+            )
+        poll = AccountPoll(
+            account_id=work.account_id,
+            started_at=work.started_at,
+            finished_at=work.finished_at or self._clock(),
+            namespaces=work.namespaces,
+            counts=counts,
+            incomplete=stalled,
+        )
+        return next_account(previous.account(work.account_id), poll)
 
-    def _list_task(self, work: _AccountWork, plan: _Plan, pool: _WorkPool, poll_id: int) -> Task:
+    # -- tasks ----------------------------------------------------------------------------
+
+    def _discover_task(
+        self,
+        previous: Snapshot,
+        discovered: list[bool],
+        start: Callable[[Sequence[str]], None],
+    ) -> Callable[[], None]:
         def task() -> None:
+            known = [a.account_id for a in previous.accounts]
+            with self._lock:
+                stuck = self._discovering
+                self._discovering = True
+            if stuck:  # the previous poll's discovery still hangs: poll what we knew
+                start(known)
+                return
+            try:
+                found = [account.id for account in self._client.list_accounts()]
+            except CloudflareAPIError:
+                # Keep polling the accounts we knew; the poll is still incomplete.
+                log.error("account discovery failed", known_accounts=len(known))
+                start(known)
+                return
+            finally:
+                with self._lock:
+                    self._discovering = False
+            if not found:
+                log.warning("the API token can read no account: nothing to export")
+            discovered[0] = True
+            start(found)
+
+        return task
+
+    def _list_task(self, work: _AccountWork, plan: _Plan, run: _Run) -> Callable[[], None]:
+        def task() -> None:
+            with self._lock:
+                if work.account_id in self._listing:
+                    return  # the previous poll's list is still stuck: count as failed
+                self._listing.add(work.account_id)
             try:
                 namespaces = tuple(self._client.list_namespaces(work.account_id))
             except CloudflareAPIError:
-                work.finished_at = self._clock()
-                return
-            work.namespaces = namespaces
+                namespaces = None
+            finally:
+                with self._lock:
+                    self._listing.discard(work.account_id)
             with self._lock:
+                if not run.open:
+                    return  # too late for this poll; the next one lists again
+                work.namespaces = namespaces
+                work.finished_at = self._clock()
+                if namespaces is None:
+                    return
                 # A walk still running, or finished since the last poll, is not due again.
                 due = [
                     ns
@@ -277,36 +356,38 @@ class Poller:
                     if (key := (work.account_id, ns.id)) not in self._inflight
                     and key not in self._late
                 ]
-                work.remaining = len(due)
-                if not due:
-                    work.finished_at = self._clock()
+                work.due = {ns.id for ns in due}
             for ns in due:
-                pool.submit(self._count_task(work, ns, poll_id), priority=plan.priority(work, ns))
+                self._pool.submit(run, self._count_task(work, ns, run), plan.priority(work, ns))
 
         return task
 
-    def _count_task(self, work: _AccountWork, ns: Namespace, poll_id: int) -> Task:
+    def _count_task(self, work: _AccountWork, ns: Namespace, run: _Run) -> Callable[[], None]:
         key = (work.account_id, ns.id)
+
+        def progress(pages: int) -> None:
+            with self._lock:
+                self._inflight[key] = pages
 
         def task() -> None:
             with self._lock:
-                self._inflight.add(key)
+                if not run.open or key in self._inflight:
+                    return
+                self._inflight[key] = 0
             outcome: Outcome = None
             try:
-                count = self._client.count_objects(work.account_id, ns.id)
+                count = self._client.count_objects(work.account_id, ns.id, progress)
                 outcome = replace(count, completed_at=self._clock())
             except CloudflareAPIError as exc:
                 if exc.not_found and NAMESPACE_NOT_FOUND in exc.codes:
                     outcome = GONE  # deleted between listing and counting
             finally:
                 with self._lock:
-                    self._inflight.discard(key)
-                    if poll_id in self._open_polls:
+                    del self._inflight[key]
+                    if run.open:
                         work.counts[ns.id] = outcome
-                        work.remaining -= 1
-                        if work.remaining == 0:
-                            work.finished_at = self._clock()
-                    else:  # the poll's deadline passed: the next poll picks it up
+                        work.finished_at = self._clock()
+                    else:  # the poll's deadline passed: a later poll picks it up
                         self._late[key] = outcome
 
         return task
@@ -337,7 +418,7 @@ class Poller:
         }
         if snapshot.full_refresh_seconds is not None:
             fields["full_refresh_seconds"] = round(snapshot.full_refresh_seconds, 3)
-        if failed_accounts or failed_namespaces:
+        if failed_accounts or failed_namespaces or not snapshot.complete:
             log.warning(
                 "poll finished with failures",
                 **fields,
@@ -360,7 +441,7 @@ class _Plan:
         ]
         total = sum(estimated_pages(objects) for _, _, objects in sizes)
         self.binding = budget is not None and total > budget
-        self._cheap: set[tuple[str, str]] = set()
+        self._cheap: set[Key] = set()
         if self.binding and budget is not None:
             spent = 0
             for account, ns_id, objects in sorted(sizes, key=lambda s: estimated_pages(s[2])):
@@ -371,7 +452,7 @@ class _Plan:
         self._previous = previous
 
     def priority(self, work: _AccountWork, ns: Namespace) -> float:
-        account: AccountSnapshot | None = self._previous.account(work.account_id)
+        account = self._previous.account(work.account_id)
         count = account.counts.get(ns.id) if account else None
         pages = estimated_pages(count.objects if count else None)
         if not self.binding:

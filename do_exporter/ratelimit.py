@@ -70,11 +70,6 @@ class RateLimiter:
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
-    @property
-    def rate(self) -> float:
-        """The long-run budget in requests per second."""
-        return self.requests / self.window
-
     def acquire(self) -> float:
         """Block until one request may be sent; return the seconds spent waiting.
 

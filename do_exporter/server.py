@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
 from .webconfig import BasicAuth, WebConfig
@@ -24,6 +23,8 @@ from .webconfig import BasicAuth, WebConfig
 log = structlog.get_logger("do_exporter.server")
 
 IDLE_TIMEOUT = 15.0  # seconds a client may keep a connection idle or send slowly
+# The classic text format; generate_latest writes it whatever the library's newest one is.
+CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 MAX_CONNECTIONS = 256  # connections served at once; more are answered 503 and closed
 
 
@@ -152,7 +153,7 @@ def _handler_class(
                 gzipped = "gzip" in self.headers.get("Accept-Encoding", "").lower()
                 self._send(
                     HTTPStatus.OK,
-                    CONTENT_TYPE_LATEST,
+                    CONTENT_TYPE_PLAIN_0_0_4,
                     metrics(gzipped),
                     send_body,
                     encoding="gzip" if gzipped else None,
@@ -191,7 +192,7 @@ def _handler_class(
             self.send_header("Content-Length", str(len(body)))
             if encoding:
                 self.send_header("Content-Encoding", encoding)
-            if content_type == CONTENT_TYPE_LATEST:
+            if content_type == CONTENT_TYPE_PLAIN_0_0_4:
                 self.send_header("Vary", "Accept-Encoding")
             self.end_headers()
             if send_body:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from do_exporter.cloudflare import (
     CloudflareAPIError,
     CloudflareClient,
-    next_cursor,
+    RetryPolicy,
     parse_envelope,
     parse_objects_page,
     parse_ratelimit,
@@ -109,11 +109,29 @@ def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_m
 
 
 def test_namespaces_server_ignoring_page(client: CloudflareClient, requests_mock: Any) -> None:
-    """A server that answers page 1 for every page is stopped by de-duplication."""
-    same = env([{"id": "a"}, {"id": "b"}], {"per_page": 2})
+    """A server that repeats page 1 while announcing more pages gives an error, not a
+    silently short list (whose missing namespaces would lose their series)."""
+    same = env([{"id": "a"}, {"id": "b"}], {"per_page": 2, "total_pages": 5})
     requests_mock.get(NS_URL, json=same)
-    assert [n.id for n in client.list_namespaces(ACC)] == ["a", "b"]
+    with pytest.raises(CloudflareAPIError, match="repeated an earlier page"):
+        client.list_namespaces(ACC)
     assert requests_mock.call_count == 2
+
+
+def test_namespaces_total_count_continues_past_an_unannounced_cap(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
+    """A server that caps per_page silently is followed until total_count is reached."""
+    requests_mock.get(
+        NS_URL,
+        [
+            {"json": env([{"id": f"p{p}i{i}"} for i in range(100)], {"total_count": 250})}
+            for p in (1, 2)
+        ]
+        + [{"json": env([{"id": f"p3i{i}"} for i in range(50)], {"total_count": 250})}],
+    )
+    assert len(client.list_namespaces(ACC)) == 250
+    assert requests_mock.call_count == 3
 
 
 def test_namespace_fields_missing_become_none(client: CloudflareClient, requests_mock: Any) -> None:
@@ -398,6 +416,43 @@ def test_retry_after_beyond_the_limit_is_not_waited_for(
     assert 290 < limiter.paused_for() <= 300
 
 
+def test_retry_after_on_a_5xx_never_pauses_the_shared_limiter(
+    metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """Only a 429 blocks the token: a 503 with a wild Retry-After fails just that request."""
+    limiter = RateLimiter(100_000)
+    client = CloudflareClient(
+        requests.Session(), BASE, Secret(TOKEN), limiter=limiter, retry=FAST_RETRY, observer=metrics
+    )
+    requests_mock.get(
+        NS_URL,
+        status_code=503,
+        text="<html>maintenance</html>",
+        headers={"Retry-After": "10000000"},
+    )
+    with pytest.raises(CloudflareAPIError):
+        client.list_namespaces(ACC)
+    assert requests_mock.call_count == 1
+    assert limiter.paused_for() == 0
+
+
+def test_429_on_the_last_attempt_still_pauses(metrics: ExporterMetrics, requests_mock: Any) -> None:
+    """The block holds for everyone even when this request has no retries left."""
+    limiter = RateLimiter(100_000)
+    client = CloudflareClient(
+        requests.Session(),
+        BASE,
+        Secret(TOKEN),
+        limiter=limiter,
+        retry=RetryPolicy(attempts=1),
+        observer=metrics,
+    )
+    requests_mock.get(NS_URL, status_code=429, json=err(971, "wait"), headers={"Retry-After": "3"})
+    with pytest.raises(CloudflareAPIError):
+        client.list_namespaces(ACC)
+    assert 2 < limiter.paused_for() <= 3
+
+
 def test_ratelimit_header_is_observed(
     client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
 ) -> None:
@@ -431,13 +486,6 @@ def test_parse_retry_after_seconds_and_date() -> None:
     assert parse_retry_after("Sat, 28 Nov 2026 12:00:30 GMT", now=1795867200.0) == 30
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
-
-
-def test_next_cursor_prefers_cursor_then_cursors_after() -> None:
-    assert next_cursor({"cursor": "a", "cursors": {"after": "b"}}) == "a"
-    assert next_cursor({"cursor": "", "cursors": {"after": "b"}}) == "b"
-    assert next_cursor({"cursors": {"after": ""}}) is None
-    assert next_cursor({}) is None
 
 
 def test_parse_objects_page_counts_stored_flags() -> None:

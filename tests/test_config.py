@@ -152,9 +152,18 @@ def test_token_and_token_file_together(tmp_path: Path) -> None:
     assert "only one" in error(["--api-token", "a", "--api-token-file", str(tmp_path)])
 
 
-def test_token_with_whitespace_is_refused_without_echoing_it() -> None:
-    message = error(["--api-token", "abc def"])
-    assert "whitespace" in message and "abc" not in message
+@pytest.mark.parametrize("token", ["abc def", "abc\tdef", "abc€def", "abc\x00def"])
+def test_token_with_unusable_characters_is_refused_without_echoing_it(token: str) -> None:
+    message = error(["--api-token", token])
+    assert "visible ASCII" in message and "abc" not in message
+
+
+def test_raw_options_repr_hides_the_token() -> None:
+    assert "tok-secret" not in repr(parse_options(["--api-token", "tok-secret"]))
+
+
+def test_interval_above_a_day() -> None:
+    assert "above the maximum of 86400" in error(["--api-token", "t", "--interval", "1e15"])
 
 
 def test_malformed_account_id() -> None:

@@ -190,7 +190,8 @@ def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
     account = first.account(ACCOUNT_A)
     assert account is not None
     assert set(account.counts) == {f"{1:032x}", f"{2:032x}"}  # the slow one is not there yet
-    assert account.last_poll_success  # nothing failed: the walk is still running
+    # Its only request hung through the whole poll: no progress, so the poll is not a success.
+    assert not account.last_poll_success
     assert not first.complete and poller.inflight() == 1
 
     time.sleep(1.5)  # the slow walk ends in the background
@@ -243,3 +244,81 @@ def test_broken_answers_are_retried_or_failed_never_miscounted(
         assert_matches_simulator(snap, sim)
     else:
         assert not account.last_poll_success and f"{1:032x}" not in account.counts
+
+
+def test_walk_progressing_across_the_deadline_is_not_a_failure(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A long walk that moves during the poll is in progress, not stalled: the poll succeeds."""
+    import time
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 35_000)]}))
+    big = f"{2:032x}"
+    sim.inject("delay", endpoint="objects", namespace_id=big, seconds=0.4, count=None)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot(), deadline=time.time() + 1.0)
+    account = first.account(ACCOUNT_A)
+    assert account is not None and account.last_poll_success
+    assert big not in account.counts and poller.inflight() == 1
+    sim.clear_faults()
+    time.sleep(1.5)
+    second = poller.poll(first, deadline=time.time() + 5)
+    assert second.account(ACCOUNT_A).counts[big].objects == 35_000  # type: ignore[union-attr]
+
+
+def test_stuck_namespace_list_is_not_requested_again(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A list request hanging past the deadline is not repeated by the next poll (no pile-up)."""
+    import time
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    sim.inject("delay", endpoint="namespaces", seconds=2.0, count=1)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot(), deadline=time.time() + 0.5)
+    second = poller.poll(first, deadline=time.time() + 0.5)
+    assert sum(sim.stats()["requests"].get("namespaces", {}).values()) == 1
+    assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
+    time.sleep(2.0)  # the hung list answers (2 s after it was sent)
+    third = poller.poll(second, deadline=time.time() + 5)
+    assert third.complete
+
+
+def test_carried_over_walk_survives_a_failed_list(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A walk that ended after its poll is kept when the next list fails, not walked again."""
+    import time
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
+    slow = f"{2:032x}"
+    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=1.0, count=1)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
+    first = poller.poll(Snapshot(), deadline=time.time() + 0.4)
+    time.sleep(1.0)
+    sim.inject("status", endpoint="namespaces", status=500, count=4)
+    second = poller.poll(first, deadline=time.time() + 5)
+    assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
+    sim.reset_stats()
+    third = poller.poll(second, deadline=time.time() + 5)
+    account = third.account(ACCOUNT_A)
+    assert account is not None and account.counts[slow].objects == 20
+    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 1  # namespace 1 only
+
+
+def test_cancel_interrupts_a_hanging_discovery(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """Shutdown does not wait for GET /accounts: discovery runs on a daemon worker."""
+    import threading
+    import time
+
+    from do_exporter.ratelimit import Cancelled
+
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    sim.inject("delay", endpoint="accounts", seconds=30, count=1)
+    cancel = threading.Event()
+    poller = Poller(make_client(sim.api_url, cancel=cancel), cancel=cancel)
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        poller.poll(Snapshot())
+    assert time.monotonic() - started < 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import MappingProxyType
 
 from do_exporter.model import (
@@ -98,3 +99,60 @@ def test_worker_count_follows_budget_and_latency() -> None:
     assert workers(5.0) == 64
     assert workers(0.5, burst=None) == 64
     assert workers(0.5, top=2) == 2
+
+
+def test_pool_runs_tasks_concurrently_even_with_idle_workers() -> None:
+    """Eight tasks that all wait for each other finish only if they truly run at once,
+    even when a worker sat idle before they were queued."""
+    import threading
+
+    from do_exporter.poller import _Pool, _Run
+
+    pool = _Pool(threading.Event())
+    pool.limit = 8
+    warmup = _Run()
+    pool.submit(warmup, lambda: None)
+    assert pool.wait(warmup, None, time.time)
+    barrier = threading.Barrier(8, timeout=5)
+    run = _Run()
+    for _ in range(8):
+        pool.submit(run, barrier.wait)
+    assert pool.wait(run, time.time() + 10, time.time)
+    assert not barrier.broken
+
+
+def test_pool_limit_holds_across_runs() -> None:
+    """Tasks of several polls together never exceed the pool's limit."""
+    import threading
+
+    from do_exporter.poller import _Pool, _Run
+
+    pool = _Pool(threading.Event())
+    pool.limit = 2
+    lock = threading.Lock()
+    running = [0, 0]  # now, peak
+
+    def task() -> None:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    runs = [_Run(), _Run()]
+    for run in runs:
+        for _ in range(5):
+            pool.submit(run, task)
+    for run in runs:
+        assert pool.wait(run, time.time() + 10, time.time)
+    assert running[1] == 2
+
+
+def test_ready_after_any_account_listed_or_an_empty_complete_poll() -> None:
+    ok = AccountSnapshot(account_id=A, namespaces_listed=True)
+    bad = AccountSnapshot(account_id="b" * 32)
+    assert not Snapshot().ready
+    assert Snapshot(accounts=(ok, bad), generation=1).ready
+    assert not Snapshot(accounts=(bad,), generation=1).ready
+    assert Snapshot(accounts=(), generation=1, complete=True).ready
