@@ -107,6 +107,7 @@ def build(
         account_ids=account_ids,
         max_workers=DEFAULT_CONCURRENCY,
         budget_per_poll=float(budget.requests),
+        burst_rate=PER_SECOND_LIMIT,
     )
     return poller, session
 
