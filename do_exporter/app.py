@@ -108,7 +108,7 @@ class Exporter:
         started = time.monotonic()
         interval = self.config.interval
         try:
-            snapshot = self.poll_once(deadline=time.time() + interval * (1 - DEADLINE_MARGIN))
+            self.poll_once(deadline=time.time() + interval * (1 - DEADLINE_MARGIN))
         except Cancelled:
             log.info("poll cancelled by shutdown")
             return
@@ -121,15 +121,6 @@ class Exporter:
                 "poll took longer than the interval; the next poll starts late",
                 duration_seconds=round(took, 3),
                 interval_seconds=interval,
-            )
-        behind = snapshot.full_refresh_seconds
-        if behind is not None and behind > 1.5 * interval:
-            log.warning(
-                "the request budget cannot count every namespace each interval: "
-                "large namespaces are refreshed less often",
-                full_refresh_seconds=round(behind, 1),
-                interval_seconds=interval,
-                api_rate_limit=self.config.api_rate_limit,
             )
 
     # -- serving --------------------------------------------------------------------------

@@ -256,6 +256,14 @@ class Poller:
             complete=discovered[0] and finished and all(a.last_poll_success for a in accounts),
         )
         self._log_summary(snapshot, works, started, self._client.requests_made - requests_before)
+        if plan.binding:
+            log.warning(
+                "the request budget cannot count every namespace each poll: "
+                "the largest are refreshed less often",
+                requests_needed=plan.requests_needed,
+                budget_per_poll=self._budget,
+                full_refresh_seconds=snapshot.full_refresh_seconds,
+            )
         return snapshot
 
     def _account_poll(
@@ -439,8 +447,8 @@ class _Plan:
             for account in previous.accounts
             for ns in account.namespaces
         ]
-        total = sum(estimated_pages(objects) for _, _, objects in sizes)
-        self.binding = budget is not None and total > budget
+        self.requests_needed = sum(estimated_pages(objects) for _, _, objects in sizes)
+        self.binding = budget is not None and self.requests_needed > budget
         self._cheap: set[Key] = set()
         if self.binding and budget is not None:
             spent = 0

@@ -156,3 +156,10 @@ def test_ready_after_any_account_listed_or_an_empty_complete_poll() -> None:
     assert Snapshot(accounts=(ok, bad), generation=1).ready
     assert not Snapshot(accounts=(bad,), generation=1).ready
     assert Snapshot(accounts=(), generation=1, complete=True).ready
+
+
+def test_binding_plan_says_so_in_the_log() -> None:
+    """The budget warning names the requests needed, and only when the plan is bound."""
+    snap = previous({"a": 5, "big": 900_000})
+    assert _Plan(snap, budget=20).requests_needed == 1 + 90 + 1
+    assert _Plan(snap, budget=20).binding and not _Plan(snap, budget=1000).binding
