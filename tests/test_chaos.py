@@ -334,8 +334,8 @@ CASES: dict[str, Any] = {
         requests=("objects", "transport"),
         errors=("objects", "transport"),
         log={"error_kind": "transport", "error": "read timeout"},
-        # Three attempts of 0.3 s fail inside one poll (a walk that outlives the poll is
-        # another story: test_failing_walk_longer_than_the_interval_is_reported).
+        # Three attempts of 0.3 s fail inside one poll (a walk that outlives the poll:
+        # test_failing_walk_longer_than_the_interval_is_reported).
         config={"api_timeout": 0.3, "interval": 1.5},
     ),
     "reset-mid-body": Case(
@@ -371,19 +371,12 @@ CASES: dict[str, Any] = {
     "wrong-type-objects": Case(
         "wrong_type", "objects", log={"error_kind": "invalid_response", "status": 200}
     ),
-    "wrong-type-namespaces": pytest.param(
-        Case(
-            "wrong_type",
-            "namespaces",
-            requests=("namespaces", "200"),
-            errors=("namespaces", "invalid_response"),
-            log={"error": "result is not a list of objects"},
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: CloudflareClient._pages checks the list result after _request "
-            "returned, so a non-list result is neither logged nor counted in api_errors_total",
-        ),
+    "wrong-type-namespaces": Case(
+        "wrong_type",
+        "namespaces",
+        requests=("namespaces", "200"),
+        errors=("namespaces", "invalid_response"),
+        log={"error": "result is not a list of objects"},
     ),
     "missing-result-info": Case(
         "missing_result_info",
@@ -401,7 +394,7 @@ CASES: dict[str, Any] = {
         "objects",
         log={"error": "more than 20 pages (walk guard)"},
         log_event="API pagination error",
-        # 20 pages must fit in one poll (see the xfail test below for why).
+        # 20 pages fit in one poll, so every poll of the fault sees the guard trip.
         config={"max_object_pages": 20, "interval": 1.5},
     ),
 }
@@ -452,11 +445,6 @@ def test_fault_for_several_polls_then_recovery(
 # Faults that need more than one inject.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a walk carried over from an earlier poll is 'not due' in the next polls, "
-    "so while it keeps failing most polls report last_poll_success 1 and log 'poll finished'",
-)
 def test_failing_walk_longer_than_the_interval_is_reported(
     sims: Callable[..., Simulator], daemon: Callable[..., Daemon]
 ) -> None:
