@@ -113,7 +113,7 @@ _LANDING = """<!doctype html>
 <ul>
 <li><a href="/metrics">/metrics</a>: the metrics</li>
 <li><a href="/healthz">/healthz</a>: the process is alive</li>
-<li><a href="/readyz">/readyz</a>: the first poll has read every account</li>
+<li><a href="/readyz">/readyz</a>: a poll has read the namespaces of an account</li>
 </ul>
 </body></html>
 """
@@ -167,7 +167,7 @@ def _handler_class(
                     self._send(
                         HTTPStatus.SERVICE_UNAVAILABLE,
                         "text/plain; charset=utf-8",
-                        b"not ready: the first poll has not read every account yet\n",
+                        b"not ready: no poll has read any account's namespaces yet\n",
                         send_body,
                     )
             elif path == "/":
