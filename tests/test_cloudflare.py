@@ -77,6 +77,24 @@ def sample(metrics: ExporterMetrics, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
 
+def api_errors(metrics: ExporterMetrics, endpoint: str, error_code: str) -> float | None:
+    return sample(
+        metrics,
+        "cloudflare_durable_objects_exporter_api_errors_total",
+        endpoint=endpoint,
+        error_code=error_code,
+    )
+
+
+def api_requests(metrics: ExporterMetrics, endpoint: str, code: str) -> float | None:
+    return sample(
+        metrics,
+        "cloudflare_durable_objects_exporter_api_requests_total",
+        endpoint=endpoint,
+        code=code,
+    )
+
+
 # -- page-number pagination ------------------------------------------------------------
 
 
@@ -238,15 +256,7 @@ def test_objects_walk_is_bounded(metrics: ExporterMetrics, requests_mock: Any) -
     with pytest.raises(CloudflareAPIError, match="more than 5 pages"):
         client.count_objects(ACC, "nsid")
     assert requests_mock.call_count == 5
-    assert (
-        sample(
-            metrics,
-            "cloudflare_durable_objects_exporter_api_errors_total",
-            endpoint="objects",
-            error_code="invalid_response",
-        )
-        == 1
-    )
+    assert api_errors(metrics, "objects", "invalid_response") == 1
 
 
 def test_objects_missing_result_info_is_invalid(
@@ -280,24 +290,8 @@ def test_429_with_retry_after_pauses_then_succeeds(
     )
     assert client.count_objects(ACC, "nsid").objects == 4
     assert limiter.paused_for() == 0  # the pause was waited out by the retry
-    assert (
-        sample(
-            metrics,
-            "cloudflare_durable_objects_exporter_api_requests_total",
-            endpoint="objects",
-            code="429",
-        )
-        == 1
-    )
-    assert (
-        sample(
-            metrics,
-            "cloudflare_durable_objects_exporter_api_errors_total",
-            endpoint="objects",
-            error_code="971",
-        )
-        == 1
-    )
+    assert api_requests(metrics, "objects", "429") == 1
+    assert api_errors(metrics, "objects", "971") == 1
 
 
 def test_html_502_is_retried_then_succeeds(
@@ -316,15 +310,7 @@ def test_html_502_is_retried_then_succeeds(
         ],
     )
     assert [n.id for n in client.list_namespaces(ACC)] == ["x"]
-    assert (
-        sample(
-            metrics,
-            "cloudflare_durable_objects_exporter_api_errors_total",
-            endpoint="namespaces",
-            error_code="invalid_response",
-        )
-        == 1
-    )
+    assert api_errors(metrics, "namespaces", "invalid_response") == 1
 
 
 def test_transport_error_retried_then_gives_up(
@@ -336,15 +322,7 @@ def test_transport_error_retried_then_gives_up(
         client.list_namespaces(ACC)
     assert info.value.kind == "transport"
     assert requests_mock.call_count == FAST_RETRY.attempts
-    assert (
-        sample(
-            metrics,
-            "cloudflare_durable_objects_exporter_api_requests_total",
-            endpoint="namespaces",
-            code="transport",
-        )
-        == FAST_RETRY.attempts
-    )
+    assert api_requests(metrics, "namespaces", "transport") == FAST_RETRY.attempts
 
 
 @pytest.mark.parametrize(("status", "code"), [(403, 10000), (401, 9106), (404, 10066), (400, 7003)])
