@@ -2,7 +2,8 @@
 
 Run by ``benchmarks/run.py`` once per measurement, so each count starts from a clean
 interpreter: CPU time (``time.process_time``, this process only; the simulator is another
-process) and peak RSS (``ru_maxrss``) belong to that count alone.
+process) and peak RSS (``VmHWM``) belong to that count alone. (Not ``ru_maxrss``: Linux
+keeps it across ``execve``, so a child of a large parent inherits the parent's peak.)
 
     python benchmarks/count_worker.py CLIENT API_URL TOKEN ACCOUNT_ID NAMESPACE_ID
 
@@ -13,7 +14,6 @@ CLIENT is ``do-exporter`` (``CloudflareClient.count_objects``), ``sdk`` (the off
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -24,11 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 LIMIT = 10_000
 
 
-def rss_kb() -> int:
+def status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def rss_kb() -> int:
+    return status_kb("VmRSS")
 
 
 def do_exporter_counter(api_url: str, token: str) -> Callable[[str, str], tuple[int, int]]:
@@ -120,7 +124,7 @@ def main() -> None:
                 "cpu_s": cpu,
                 "wall_s": wall,
                 "rss_before_kb": rss_before,
-                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "maxrss_kb": status_kb("VmHWM"),
             }
         ),
         flush=True,

@@ -1,6 +1,6 @@
 """CPU per 1 million objects (part 3) and peak RSS against namespace size (part 4).
 
-Every count runs in a fresh ``count_worker.py`` process (so CPU time and ``ru_maxrss``
+Every count runs in a fresh ``count_worker.py`` process (so CPU time and peak RSS, ``VmHWM``
 belong to that count alone) against the simulator in another process, without latency.
 """
 
