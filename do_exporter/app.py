@@ -126,15 +126,20 @@ class Exporter:
     # -- serving --------------------------------------------------------------------------
 
     def exposition(self, compressed: bool = False) -> bytes:
-        """What ``/metrics`` serves: the snapshot's pre-rendered part plus own metrics.
+        """What ``/metrics`` serves, as one byte string (``--once`` prints it)."""
+        return b"".join(self.exposition_parts(compressed))
 
-        With ``compressed`` the result is gzip: the snapshot's part was compressed once when
-        it was published; only the small own-metrics part is compressed per scrape.
+    def exposition_parts(self, compressed: bool = False) -> tuple[bytes, bytes]:
+        """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
+
+        With ``compressed`` both are gzip members: the snapshot's part was compressed once
+        when it was published; only the small own-metrics part is compressed per scrape.
+        The server sends the parts back to back, so the large one is never copied.
         """
         own = generate_latest(self.metrics)
         if compressed:
-            return self.store.exposition_gzip + gzip.compress(own, compresslevel=1, mtime=0)
-        return self.store.exposition + own
+            return self.store.exposition_gzip, gzip.compress(own, compresslevel=1, mtime=0)
+        return self.store.exposition, own
 
     def ready(self) -> bool:
         return self.store.snapshot.ready
@@ -145,7 +150,7 @@ class Exporter:
             server = MetricsServer(
                 self.config.listen_host,
                 self.config.listen_port,
-                metrics=self.exposition,
+                metrics=self.exposition_parts,
                 ready=self.ready,
                 web=self.web,
             )

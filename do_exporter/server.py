@@ -10,7 +10,7 @@ import html
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +26,34 @@ IDLE_TIMEOUT = 15.0  # seconds a client may keep a connection idle or send slowl
 # The classic text format; generate_latest writes it whatever the library's newest one is.
 CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 MAX_CONNECTIONS = 256  # connections served at once; more are answered 503 and closed
+
+# What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
+# or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
+Body = bytes | Sequence[bytes]
+
+
+def _send_all(sock: socket.socket, buffers: list[bytes]) -> None:
+    """Write ``buffers`` back to back, with as few system calls (and GIL hand-offs) as possible.
+
+    A plain socket takes them in one gathering ``sendmsg`` (headers and body leave together,
+    and the scrape thread need not win the GIL back between them); TLS sockets, which have
+    no ``sendmsg``, get one ``sendall`` per buffer.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        for buffer in buffers:
+            sock.sendall(buffer)
+        return
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        sent = sock.sendmsg(views)
+        while sent and views:
+            first = len(views[0])
+            if sent >= first:
+                sent -= first
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,7 +105,7 @@ class MetricsServer:
         host: str,
         port: int,
         *,
-        metrics: Callable[[bool], bytes],
+        metrics: Callable[[bool], Body],
         ready: Callable[[], bool],
         web: WebConfig | None = None,
     ) -> None:
@@ -120,15 +148,16 @@ _LANDING = """<!doctype html>
 
 
 def _handler_class(
-    metrics: Callable[[bool], bytes], ready: Callable[[], bool], auth: BasicAuth | None
+    metrics: Callable[[bool], Body], ready: Callable[[], bool], auth: BasicAuth | None
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"do-exporter/{__version__}"
         sys_version = ""
         protocol_version = "HTTP/1.1"
         timeout = IDLE_TIMEOUT
-        # Headers and body go out in two writes: without TCP_NODELAY a small body waits
-        # for the client's delayed ACK of the headers (about 40 ms on Linux).
+        # Headers and body usually leave in one write (_send_all), but not always (TLS, the
+        # 401 and 405 answers): without TCP_NODELAY a small body written after its headers
+        # waits for the client's delayed ACK of them (about 40 ms on Linux).
         disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
@@ -182,21 +211,26 @@ def _handler_class(
             self,
             status: HTTPStatus,
             content_type: str,
-            body: bytes,
+            body: Body,
             send_body: bool,
             *,
             encoding: str | None = None,
         ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            parts = [body] if isinstance(body, bytes) else list(body)
+            self.log_request(status.value)
+            lines = [
+                f"{self.protocol_version} {status.value} {status.phrase}",
+                f"Server: {self.version_string()}",
+                f"Date: {self.date_time_string()}",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {sum(len(part) for part in parts)}",
+            ]
             if encoding:
-                self.send_header("Content-Encoding", encoding)
+                lines.append(f"Content-Encoding: {encoding}")
             if content_type == CONTENT_TYPE_PLAIN_0_0_4:
-                self.send_header("Vary", "Accept-Encoding")
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
+                lines.append("Vary: Accept-Encoding")
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            _send_all(self.connection, [head, *parts] if send_body else [head])
 
         def _not_allowed(self) -> None:
             self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
