@@ -305,8 +305,9 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
     return ObjectsPage(len(page.result), with_data, cursor)
 
 
-_RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=(\d+)")
-_RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=(\d+)")
+_RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=([0-9]+)")
+_RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=([0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
 
 
 def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
@@ -325,10 +326,10 @@ def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | Non
             reset = float(m.group(1))
     if remaining is None:
         raw = headers.get("X-RateLimit-Remaining", "")
-        remaining = int(raw) if raw.strip().isdigit() else None
+        remaining = int(raw) if _DIGITS.fullmatch(raw.strip()) else None
     if reset is None:
         raw = headers.get("X-RateLimit-Reset", "").strip()
-        if raw.isdigit():
+        if _DIGITS.fullmatch(raw):
             # Either seconds from now or a Unix time: a value far in the future is a time.
             seconds = float(raw)
             reset = seconds - time.time() if seconds > 1e9 else seconds
