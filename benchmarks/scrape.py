@@ -130,7 +130,7 @@ def run(smoke: bool = False) -> list[dict[str, Any]]:
             return gzip.compress(text, compresslevel=6, mtime=0) if compressed else text
 
         servers: dict[str, Callable[[bool], bytes]] = {
-            "pre-rendered": exporter.exposition,
+            "pre-rendered": exporter.exposition_parts,
             "render per scrape": per_scrape,
         }
         for mode, metrics in servers.items():
