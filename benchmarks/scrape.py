@@ -31,7 +31,7 @@ from do_exporter.app import Exporter, Target
 from do_exporter.collector import render
 from do_exporter.config import MAX_RATE_LIMIT, Config, Secret
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
-from do_exporter.server import MetricsServer
+from do_exporter.server import Body, MetricsServer
 
 CLIENT = str(Path(__file__).resolve().parent / "scrape_client.py")
 
@@ -129,7 +129,7 @@ def run(smoke: bool = False) -> list[dict[str, Any]]:
             text = render(exporter.store.snapshot) + generate_latest(exporter.metrics)
             return gzip.compress(text, compresslevel=6, mtime=0) if compressed else text
 
-        servers: dict[str, Callable[[bool], bytes]] = {
+        servers: dict[str, Callable[[bool], Body]] = {
             "pre-rendered": exporter.exposition_parts,
             "render per scrape": per_scrape,
         }
