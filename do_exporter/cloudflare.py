@@ -307,7 +307,13 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
 
 _RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=([0-9]+)")
 _RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=([0-9]+)")
-_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+# ASCII digits only (str.isdigit() also takes a Latin-1 "²", which int() refuses), and at
+# most 15 of them: int() refuses 4,300 digits, and a 400-digit count overflows a float.
+_SMALL_INT = re.compile(r"[0-9]{1,15}")
+
+
+def _small_int(text: str) -> int | None:
+    return int(text) if _SMALL_INT.fullmatch(text) else None
 
 
 def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
@@ -321,18 +327,16 @@ def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | Non
     value = headers.get("Ratelimit")
     if value:
         if m := _RATELIMIT_R.search(value):
-            remaining = int(m.group(1))
-        if m := _RATELIMIT_T.search(value):
-            reset = float(m.group(1))
+            remaining = _small_int(m.group(1))
+        if (m := _RATELIMIT_T.search(value)) and (seconds := _small_int(m.group(1))) is not None:
+            reset = float(seconds)
     if remaining is None:
-        raw = headers.get("X-RateLimit-Remaining", "")
-        remaining = int(raw) if _DIGITS.fullmatch(raw.strip()) else None
+        remaining = _small_int(headers.get("X-RateLimit-Remaining", "").strip())
     if reset is None:
-        raw = headers.get("X-RateLimit-Reset", "").strip()
-        if _DIGITS.fullmatch(raw):
+        raw = _small_int(headers.get("X-RateLimit-Reset", "").strip())
+        if raw is not None:
             # Either seconds from now or a Unix time: a value far in the future is a time.
-            seconds = float(raw)
-            reset = seconds - time.time() if seconds > 1e9 else seconds
+            reset = raw - time.time() if raw > 1e9 else float(raw)
     return remaining, reset
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from do_exporter.cloudflare import (
     CloudflareAPIError,
@@ -441,6 +441,23 @@ def test_ratelimit_header_is_observed(
     assert sample(metrics, "cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 42
 
 
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_absurd_ratelimit_numbers_are_ignored(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any, digits: int
+) -> None:
+    """400 digits overflow a float when /metrics renders; 5,000 are too many for int()."""
+    requests_mock.get(
+        NS_URL,
+        json=env([], {"total_pages": 1}),
+        headers={"X-RateLimit-Remaining": "9" * digits, "X-RateLimit-Reset": "9" * digits},
+    )
+    assert client.list_namespaces(ACC) == []
+    assert sample(metrics, "cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    assert b"api_requests_total" in generate_latest(registry)  # /metrics still renders
+
+
 def test_token_never_in_errors_or_repr(client: CloudflareClient, requests_mock: Any) -> None:
     """Neither the client's repr nor an error message carries the token."""
     requests_mock.get(NS_URL, status_code=403, json=err(10000, "Authentication error"))
@@ -457,6 +474,12 @@ def test_parse_ratelimit_both_header_styles() -> None:
     assert parse_ratelimit({"Ratelimit": '"default";r=50;t=30'}) == (50, 30.0)
     assert parse_ratelimit({"X-RateLimit-Remaining": "7", "X-RateLimit-Reset": "12"}) == (7, 12.0)
     assert parse_ratelimit({}) == (None, None)
+    # Only ASCII digits, at most 15 of them; anything else is unknown, not an error.
+    assert parse_ratelimit({"X-RateLimit-Remaining": "\u00b2", "Ratelimit": "r=\u00b2"}) == (
+        None,
+        None,
+    )
+    assert parse_ratelimit({"Ratelimit": f"r={'9' * 16};t=5"}) == (None, 5.0)
 
 
 def test_parse_retry_after_seconds_and_date() -> None:

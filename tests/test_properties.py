@@ -116,7 +116,12 @@ bodies = st.one_of(
     st.binary(max_size=64),
     st.just(b"<html><center><h1>502 Bad Gateway</h1></center></html>"),
 )
-header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=24)
+header_text = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=24),
+    # requests decodes header bytes as Latin-1 ("\xb2" is "²", a digit to str.isdigit)
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=8),
+    st.sampled_from([15, 16, 309, 400, 4301, 5000]).map(lambda n: "9" * n),  # float, int() limits
+)
 retry_after = st.one_of(
     header_text,
     st.integers(0, 10**12).map(str),
@@ -247,7 +252,7 @@ def test_parsers_raise_only_api_errors(status: int, body: bytes, ray: str | None
 @given(
     headers=st.dictionaries(
         st.sampled_from(["Ratelimit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Other"]),
-        st.text(max_size=30),
+        st.one_of(st.text(max_size=30), header_text, header_text.map("r={0};t={0}".format)),
     ),
     value=st.one_of(st.none(), st.text(max_size=40)),
     now=st.floats(0, 4e9),
