@@ -10,6 +10,7 @@ import html
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ log = structlog.get_logger("do_exporter.server")
 IDLE_TIMEOUT = 15.0  # seconds a client may keep a connection idle or send slowly
 # The classic text format; generate_latest writes it whatever the library's newest one is.
 CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
-MAX_CONNECTIONS = 256  # connections served at once; more are answered 503 and closed
+MAX_CONNECTIONS = 256  # connections served at once; more are closed at once, unanswered
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
@@ -35,25 +36,34 @@ Body = bytes | Sequence[bytes]
 def _send_all(sock: socket.socket, buffers: list[bytes]) -> None:
     """Write ``buffers`` back to back, with as few system calls (and GIL hand-offs) as possible.
 
-    A plain socket takes them in one gathering ``sendmsg`` (headers and body leave together,
-    and the scrape thread need not win the GIL back between them); TLS sockets, which have
-    no ``sendmsg``, get one ``sendall`` per buffer.
+    A plain socket takes them in gathering ``sendmsg`` calls (headers and body leave
+    together, and the scrape thread need not win the GIL back between them); a TLS socket,
+    which has no ``sendmsg``, takes them one ``send`` at a time. The socket's timeout bounds
+    the whole answer, not each call, so a client that reads slowly cannot hold a connection
+    slot for longer than that.
     """
-    if isinstance(sock, ssl.SSLSocket):
-        for buffer in buffers:
-            sock.sendall(buffer)
-        return
+    timeout = sock.gettimeout()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    tls = isinstance(sock, ssl.SSLSocket)
     views = [memoryview(b) for b in buffers if b]
-    while views:
-        sent = sock.sendmsg(views)
-        while sent and views:
-            first = len(views[0])
-            if sent >= first:
-                sent -= first
-                views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
+    try:
+        while views:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the client did not read the answer in time")
+                sock.settimeout(left)
+            sent = sock.send(views[0]) if tls else sock.sendmsg(views)
+            while sent and views:
+                first = len(views[0])
+                if sent >= first:
+                    sent -= first
+                    views.pop(0)
+                else:
+                    views[0] = views[0][sent:]
+                    sent = 0
+    finally:
+        sock.settimeout(timeout)
 
 
 class _Server(ThreadingHTTPServer):
@@ -230,6 +240,8 @@ def _handler_class(
             if content_type == CONTENT_TYPE_PLAIN_0_0_4:
                 lines.append("Vary: Accept-Encoding")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            if self.request_version == "HTTP/0.9":
+                head = b""  # HTTP/0.9 answers are the body alone
             _send_all(self.connection, [head, *parts] if send_body else [head])
 
         def _not_allowed(self) -> None:
@@ -240,7 +252,7 @@ def _handler_class(
             self.end_headers()
             self.close_connection = True
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = _not_allowed
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("http request", client=self.client_address[0], message=format % args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,33 @@ def test_parts_over_tls(certs: Path) -> None:  # noqa: F811
         assert answer.status_code == 200 and answer.content == SNAPSHOT + OWN
     finally:
         srv.stop()
+
+
+def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The idle timeout bounds the whole answer, not each write: a client that reads 256 kB
+    every 20 ms (so no single write waits long; 64 MB would take ~5 s) is cut off after
+    about the timeout."""
+    monkeypatch.setattr("do_exporter.server.IDLE_TIMEOUT", 1.0)
+    body = b"x" * (64 << 20)
+    srv = MetricsServer("127.0.0.1", 0, metrics=lambda gz: body, ready=lambda: True)
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            started, received = time.monotonic(), 0
+            while time.monotonic() - started < 20:
+                try:
+                    chunk = conn.recv(1 << 18)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += len(chunk)
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+    finally:
+        srv.stop()
+    assert received < len(body)
+    assert elapsed < 3, f"still sending after {elapsed:.1f} s"
