@@ -165,9 +165,9 @@ def _handler_class(
         sys_version = ""
         protocol_version = "HTTP/1.1"
         timeout = IDLE_TIMEOUT
-        # Headers and body usually leave in one write (_send_all), but not always (TLS, the
-        # 401 and 405 answers): without TCP_NODELAY a small body written after its headers
-        # waits for the client's delayed ACK of them (about 40 ms on Linux).
+        # Headers and body leave in one write (_send_all) except over TLS and in the
+        # stdlib's own answers (405, 414, 501): without TCP_NODELAY a small body written
+        # after its headers waits for the client's delayed ACK of them (~40 ms on Linux).
         disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
@@ -179,14 +179,13 @@ def _handler_class(
         def _respond(self, *, send_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             if auth is not None and not auth.check(self.headers.get("Authorization")):
-                self.send_response(HTTPStatus.UNAUTHORIZED)
-                self.send_header("WWW-Authenticate", 'Basic realm="do-exporter"')
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                body = b"unauthorized\n"
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if send_body:
-                    self.wfile.write(body)
+                self._send(
+                    HTTPStatus.UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    b"unauthorized\n",
+                    send_body,
+                    extra=(("WWW-Authenticate", 'Basic realm="do-exporter"'),),
+                )
                 return
             if path == "/metrics":
                 gzipped = "gzip" in self.headers.get("Accept-Encoding", "").lower()
@@ -225,23 +224,25 @@ def _handler_class(
             send_body: bool,
             *,
             encoding: str | None = None,
+            extra: tuple[tuple[str, str], ...] = (),
         ) -> None:
             parts = [body] if isinstance(body, bytes) else list(body)
             self.log_request(status.value)
-            lines = [
-                f"{self.protocol_version} {status.value} {status.phrase}",
-                f"Server: {self.version_string()}",
-                f"Date: {self.date_time_string()}",
-                f"Content-Type: {content_type}",
-                f"Content-Length: {sum(len(part) for part in parts)}",
-            ]
-            if encoding:
-                lines.append(f"Content-Encoding: {encoding}")
-            if content_type == CONTENT_TYPE_PLAIN_0_0_4:
-                lines.append("Vary: Accept-Encoding")
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            if self.request_version == "HTTP/0.9":
-                head = b""  # HTTP/0.9 answers are the body alone
+            head = b""  # HTTP/0.9 answers are the body alone
+            if self.request_version != "HTTP/0.9":
+                lines = [
+                    f"{self.protocol_version} {status.value} {status.phrase}",
+                    f"Server: {self.version_string()}",
+                    f"Date: {self.date_time_string()}",
+                    f"Content-Type: {content_type}",
+                    f"Content-Length: {sum(len(part) for part in parts)}",
+                    *(f"{name}: {value}" for name, value in extra),
+                ]
+                if encoding:
+                    lines.append(f"Content-Encoding: {encoding}")
+                if content_type == CONTENT_TYPE_PLAIN_0_0_4:
+                    lines.append("Vary: Accept-Encoding")
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
             _send_all(self.connection, [head, *parts] if send_body else [head])
 
         def _not_allowed(self) -> None:
