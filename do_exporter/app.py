@@ -86,6 +86,7 @@ class Exporter:
             max_workers=config.max_concurrency,
             budget_per_poll=config.api_rate_limit * config.interval / RATE_LIMIT_WINDOW,
             burst_rate=PER_SECOND_LIMIT,
+            limiter=self.limiter,
             cancel=self.cancel,
         )
         self.store = SnapshotStore()

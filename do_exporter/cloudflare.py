@@ -29,7 +29,7 @@ import urllib3
 from . import __version__
 from .config import Secret
 from .model import Account, Namespace, ObjectCount
-from .ratelimit import Cancelled, RateLimiter
+from .ratelimit import Cancelled, Lane, RateLimiter
 
 log = structlog.get_logger("do_exporter.cloudflare")
 _T = TypeVar("_T")
@@ -448,14 +448,21 @@ class CloudflareClient:
         account_id: str,
         namespace_id: str,
         progress: Callable[[int], None] | None = None,
+        *,
+        max_pages: int | None = None,
+        lane: Callable[[int], Lane] | None = None,
     ) -> ObjectCount:
         """Walk every page of a namespace's objects, keeping only the counts.
 
         Memory stays flat: one page at a time (the loop guard keeps an 8-byte hash per
         page, about 8 MB at the page cap). A cursor seen before (a server that repeats
         itself) or more than ``max_object_pages`` pages ends the walk with an error rather
-        than a loop or a partial count. ``progress`` is called with the pages read so far.
+        than a loop or a partial count; ``max_pages`` lowers that bound for this walk (the
+        poller derives it from the namespace's last known size). ``progress`` is called with
+        the pages read so far; ``lane(pages read)`` says where the next page queues in the
+        rate limiter (default: :attr:`Lane.FRESH`).
         """
+        limit = self._max_object_pages if max_pages is None else max_pages
         path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
         context = {"account_id": account_id, "namespace_id": namespace_id}
         objects = with_data = pages = 0
@@ -465,7 +472,14 @@ class CloudflareClient:
             params: dict[str, str | int] = {"limit": OBJECTS_PER_PAGE}
             if cursor:
                 params["cursor"] = cursor
-            page = self._request("objects", path, params, context, parse_objects_page)
+            page = self._request(
+                "objects",
+                path,
+                params,
+                context,
+                parse_objects_page,
+                lane(pages) if lane is not None else Lane.FRESH,
+            )
             pages += 1
             objects += page.count
             with_data += page.with_stored_data
@@ -476,10 +490,8 @@ class CloudflareClient:
             digest = int.from_bytes(hashlib.blake2b(page.cursor.encode(), digest_size=8).digest())
             if digest in seen:
                 self._fail_walk("objects", "the API repeated a cursor (loop guard)", context)
-            if pages >= self._max_object_pages:
-                self._fail_walk(
-                    "objects", f"more than {self._max_object_pages} pages (walk guard)", context
-                )
+            if pages >= limit:
+                self._fail_walk("objects", f"more than {limit} pages (walk guard)", context)
             seen.add(digest)
             cursor = page.cursor
 
@@ -502,7 +514,7 @@ class CloudflareClient:
         parse = _list_parser(endpoint)
         while True:
             params = {"page": page, "per_page": per_page}
-            env, items = self._request(endpoint, path, params, context, parse)
+            env, items = self._request(endpoint, path, params, context, parse, Lane.CONTROL)
             new = [
                 item
                 for item in items
@@ -543,6 +555,7 @@ class CloudflareClient:
         params: Mapping[str, str | int],
         context: Mapping[str, str],
         parse: Callable[[int, bytes, str | None], _T],
+        lane: Lane = Lane.FRESH,
     ) -> _T:
         url = self._base + path
         headers = {
@@ -553,7 +566,7 @@ class CloudflareClient:
         attempt = 0
         while True:
             attempt += 1
-            self._limiter.acquire()
+            self._limiter.acquire(lane)
             with self._count_lock:
                 self._requests += 1
             started = self._clock()
@@ -573,9 +586,13 @@ class CloudflareClient:
                 elapsed = self._clock() - started
                 status = response.status_code
                 self._observer.request_finished(endpoint, str(status), elapsed)
+                # Latency to the response head, as the server sees it: the time spent reading
+                # and decoding the body is our own CPU (and GIL waits under load), which
+                # would make the worker count inflate itself.
+                head = _head_seconds(response, elapsed)
                 with self._count_lock:
                     last = self._latency
-                    self._latency = elapsed if last is None else 0.8 * last + 0.2 * elapsed
+                    self._latency = head if last is None else 0.8 * last + 0.2 * head
                 cf_ray = response.headers.get("CF-Ray")
                 self._note_ratelimit(response.headers)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -630,9 +647,17 @@ class CloudflareClient:
         if remaining is None:
             return
         self._observer.ratelimit_remaining(remaining)
-        if remaining == 0 and reset:
-            # The API says the window is spent: wait for it instead of earning a 429 block.
-            self._limiter.pause(min(reset, MAX_PAUSE))
+        # At or below the reserve left to the user's other tools (0 by default: the window
+        # is spent), wait for the window to reset instead of starving them or earning a 429.
+        held = self._limiter.observe(remaining, reset)
+        if held > 0:
+            log.warning(
+                "holding API requests: the user's rate-limit budget is down to the reserve "
+                "left for other tools",
+                remaining=remaining,
+                reserve=self._limiter.reserve,
+                hold_seconds=round(held, 3),
+            )
 
 
 def _list_parser(
@@ -666,6 +691,15 @@ def _read_body(response: requests.Response) -> bytes:
         raise
     response.raw.release_conn()
     return body
+
+
+def _head_seconds(response: requests.Response, total: float) -> float:
+    """Seconds from sending the request to its response head (``total`` if unknown)."""
+    elapsed = getattr(response, "elapsed", None)
+    seconds = elapsed.total_seconds() if elapsed is not None else None
+    if isinstance(seconds, float) and 0 < seconds <= total:
+        return seconds
+    return total
 
 
 def _transport_reason(exc: Exception) -> str:

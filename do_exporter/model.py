@@ -67,6 +67,7 @@ class AccountSnapshot:
     polls_success: int = 0
     polls_failure: int = 0
     namespaces_listed: bool = False
+    credential: str = "default"  # the name of the credential that polls it
 
     @property
     def sqlite_namespaces(self) -> int:
@@ -81,12 +82,15 @@ class Snapshot:
     generation: int = 0
     full_refresh_seconds: float | None = None
     complete: bool = False  # the last poll read every account, namespace list and count
+    _by_id: Mapping[str, AccountSnapshot] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {a.account_id: a for a in self.accounts})
 
     def account(self, account_id: str) -> AccountSnapshot | None:
-        for account in self.accounts:
-            if account.account_id == account_id:
-                return account
-        return None
+        return self._by_id.get(account_id)
 
     @property
     def ready(self) -> bool:
@@ -118,7 +122,9 @@ class AccountPoll:
     incomplete: bool = False  # a due count neither finished nor progressed
 
 
-def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> AccountSnapshot:
+def next_account(
+    previous: AccountSnapshot | None, poll: AccountPoll, *, credential: str | None = None
+) -> AccountSnapshot:
     """Apply one poll to an account's previous state (pure; the staleness policy).
 
     - Namespace list failed: keep everything, mark the poll failed.
@@ -128,6 +134,7 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
       due was left stalled (``incomplete``).
     """
     prev = previous or AccountSnapshot(account_id=poll.account_id)
+    cred = credential or prev.credential
     duration = max(0.0, poll.finished_at - poll.started_at)
     if poll.namespaces is None:
         return AccountSnapshot(
@@ -140,6 +147,7 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
             polls_success=prev.polls_success,
             polls_failure=prev.polls_failure + 1,
             namespaces_listed=prev.namespaces_listed,
+            credential=cred,
         )
 
     gone = {ns_id for ns_id, outcome in poll.counts.items() if outcome == GONE}
@@ -173,4 +181,5 @@ def next_account(previous: AccountSnapshot | None, poll: AccountPoll) -> Account
         polls_success=prev.polls_success + (1 if success else 0),
         polls_failure=prev.polls_failure + (0 if success else 1),
         namespaces_listed=True,
+        credential=cred,
     )

@@ -322,3 +322,91 @@ def test_cancel_interrupts_a_hanging_discovery(make_sim: MakeSim, make_client: M
     with pytest.raises(Cancelled):
         poller.poll(Snapshot())
     assert time.monotonic() - started < 3
+
+
+# -- discovery mode: an account goes only when a complete GET /accounts answer lacks it ------
+
+
+def discovery_baseline(
+    make_sim: MakeSim, make_client: MakeClient, **poller_args: Any
+) -> tuple[Simulator, Poller, Snapshot]:
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 25_000)], ACCOUNT_B: [ns(3, 20)]}))
+    poller = Poller(make_client(sim.api_url), **poller_args)
+    first = poller.poll(Snapshot())
+    assert_matches_simulator(first, sim)
+    return sim, poller, first
+
+
+def assert_kept(snap: Snapshot, before: Snapshot, *, success: bool | None) -> None:
+    """Every account of ``before`` is still exported, with its counts and its poll count."""
+    assert [a.account_id for a in snap.accounts] == [a.account_id for a in before.accounts]
+    for old in before.accounts:
+        new = snap.account(old.account_id)
+        assert new is not None and new.counts.keys() == old.counts.keys()
+        assert success is None or new.last_poll_success is success
+        assert new.polls_success + new.polls_failure == old.polls_success + old.polls_failure + 1
+    assert snap.ready
+
+
+def test_slow_discovery_keeps_every_account(make_sim: MakeSim, make_client: MakeClient) -> None:
+    """GET /accounts slower than the poll: the known accounts are polled and kept, every poll."""
+    import time
+
+    sim, poller, snap = discovery_baseline(make_sim, make_client)
+    sim.inject("delay", endpoint="accounts", seconds=1.5, count=None)
+    for _ in range(3):
+        before, snap = snap, poller.poll(snap, deadline=time.time() + 0.5)
+        assert_kept(snap, before, success=True)  # their own lists and counts were read
+        assert not snap.complete  # but the account list itself was not confirmed
+
+
+def test_late_discovery_answer_removes_a_gone_account_next_poll(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A late answer is not thrown away: the next poll starts from it."""
+    import time
+
+    sim, poller, first = discovery_baseline(make_sim, make_client)
+    sim.inject("delay", endpoint="accounts", seconds=0.6, count=1)
+    sim.remove_account(ACCOUNT_B)
+    second = poller.poll(first, deadline=time.time() + 0.3)
+    assert {a.account_id for a in second.accounts} == {ACCOUNT_A, ACCOUNT_B}
+    time.sleep(0.5)  # the delayed answer (without B) arrives after that poll
+    third = poller.poll(second, deadline=time.time() + 5)
+    assert [a.account_id for a in third.accounts] == [ACCOUNT_A]
+
+
+def test_rate_limit_block_longer_than_the_poll_keeps_every_account(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A 429 block pauses discovery and every list past the deadline: all series stay."""
+    import time
+
+    sim, poller, first = discovery_baseline(make_sim, make_client)
+    sim.inject("status", status=429, code=971, retry_after=1, count=3)
+    second = poller.poll(first, deadline=time.time() + 0.4)
+    assert_kept(second, first, success=False)  # the lists were held by the pause
+    time.sleep(1.0)
+    third = poller.poll(second, deadline=time.time() + 5)
+    assert third.complete
+    assert_matches_simulator(third, sim)
+
+
+def test_walks_holding_every_worker_do_not_hold_up_lists(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """With the only walk thread busy on a carried-over walk, discovery and lists still run."""
+    import time
+
+    sim, poller, first = discovery_baseline(make_sim, make_client, max_workers=1)
+    big = f"{2:032x}"
+    sim.inject("delay", endpoint="objects", namespace_id=big, seconds=1.0, count=None)
+    sim.add_objects(ACCOUNT_A, big, 10_000)  # the next walk of it takes 3 slow pages
+    second = poller.poll(first, deadline=time.time() + 0.5)
+    assert poller.inflight() == 1  # the big walk holds the only walk thread
+    third = poller.poll(second, deadline=time.time() + 0.5)
+    for before, after in ((first, second), (second, third)):
+        assert_kept(after, before, success=None)  # B's count could not start: may fail
+    requests = sim.stats()["requests"]
+    assert requests["accounts"]["200"] == 3  # discovery ran every poll
+    assert requests["namespaces"]["200"] == 6  # and every account was listed every poll

@@ -41,7 +41,7 @@ from do_exporter.cloudflare import (
 from do_exporter.collector import render
 from do_exporter.config import Config, ConfigError, Secret, build_config
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
-from do_exporter.ratelimit import RateLimiter
+from do_exporter.ratelimit import Lane, RateLimiter, reserve_hold
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Retries of the same shape, without the waiting: a Retry-After above 10 ms is not waited for.
@@ -168,9 +168,15 @@ class _SkippingLimiter(RateLimiter):
         self.pauses.append(seconds)
         super().pause(seconds)
 
-    def acquire(self) -> float:
+    def observe(self, remaining: int | None, reset: float | None) -> float:
+        hold = reserve_hold(remaining, reset, self.reserve)
+        if hold > 0:
+            self.pauses.append(hold)
+        return super().observe(remaining, reset)
+
+    def acquire(self, lane: Lane = Lane.FRESH) -> float:
         self.now += self.paused_for()
-        return super().acquire()
+        return super().acquire(lane)
 
     def longest_pause(self) -> float:
         return max(self.pauses, default=0.0)

@@ -292,6 +292,12 @@ class Simulator:
             self._namespace(account_id, namespace_id)
             del self._namespaces[account_id][namespace_id]
 
+    def remove_account(self, account_id: str) -> None:
+        """Delete an account: it leaves ``GET /accounts`` and its endpoints answer 7403."""
+        with self._lock:
+            if self._accounts.pop(account_id, None) is None:
+                raise KeyError("unknown account")
+
     def revoke_token(self, token: str) -> None:
         """Revoke a token: from now on it is unknown to every endpoint."""
         with self._lock:
