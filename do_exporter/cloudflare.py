@@ -462,7 +462,9 @@ class CloudflareClient:
         the pages read so far; ``lane(pages read)`` says where the next page queues in the
         rate limiter (default: :attr:`Lane.FRESH`).
         """
-        limit = self._max_object_pages if max_pages is None else max_pages
+        limit = (
+            self._max_object_pages if max_pages is None else min(max_pages, self._max_object_pages)
+        )
         path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
         context = {"account_id": account_id, "namespace_id": namespace_id}
         objects = with_data = pages = 0

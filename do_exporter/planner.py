@@ -258,14 +258,18 @@ class CountPlan:
     def bulk_limit(self, credential: str, window_budget: int) -> int:
         """Most ``BULK`` pages in any window: what the cheap namespaces and lists leave.
 
-        What they need in every interval of the window is kept for them (with a margin),
-        and so is the ``FRESH`` allowance of one walk of a namespace not counted before.
+        What they need in every interval of the window is kept for them (with a margin, at
+        most ``FRESH_SHARE`` of the window), and so is the ``FRESH`` allowance of one walk of
+        a namespace not counted before.
         """
         c = self._credentials.get(credential)
         fresh = self.fresh_pages(credential)
         if c is None or c.budget_per_poll is None or fresh is None:
             return window_budget
         kept = self.cheap_requests.get(credential, 0) * max(1.0, c.window_polls) * RESERVE_MARGIN
+        # An interval far shorter than the window (lists alone would claim it all) still
+        # leaves long walks half of it.
+        kept = min(kept, window_budget * FRESH_SHARE)
         return max(1, min(window_budget, window_budget - math.ceil(kept) - fresh))
 
 

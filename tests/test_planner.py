@@ -217,6 +217,14 @@ def test_bulk_limit_leaves_the_cheap_namespaces_their_share_of_every_window() ->
     assert plan.order("default", (A, "s1")).fresh_pages == 100
 
 
+def test_bulk_limit_keeps_half_the_window_for_walks_at_tiny_intervals() -> None:
+    """At a 1 s interval the lists of every interval would claim the window: walks keep half."""
+    previous = snapshot(account(A, {"big": 130_000, "s": 7}))
+    plan = CountPlan(previous, [Credential("default", budget_per_poll=3.3, window_polls=300)])
+    assert plan.binding["default"]
+    assert plan.bulk_limit("default", 1000) == 1000 - 500 - 1
+
+
 # -- budget over time (fake clock) ---------------------------------------------------------
 
 
