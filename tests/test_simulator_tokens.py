@@ -301,3 +301,11 @@ def test_tokens_default_to_both_permissions_everywhere() -> None:
     assert token.has_permission(ACC_B, "workers_scripts_read")
     assert token.has_permission(ACC_B, "account_analytics_read")
     assert token.expires_on is None and token.not_before is None
+
+
+def test_sim_token_prefers_a_token_that_reads_everything(
+    make_sim: Callable[..., Simulator],
+) -> None:
+    """sim.token skips inactive, account-owned and permission-poor tokens when it can."""
+    sim = make_sim(tokens=[TOKENS[1], TOKENS[4], TOKENS[7], TOKENS[2]])
+    assert sim.token == "writer"

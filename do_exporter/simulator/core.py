@@ -246,14 +246,12 @@ class Simulator:
 
     @property
     def token(self) -> str:
-        """A token that is active and reaches every account it lists (the first such)."""
+        """An active token, preferring user-owned ones that may list namespaces and objects
+        on every account they reach (the first such in scenario order)."""
         with self._lock:
-            for spec in self._tokens.values():
-                if spec.status == "active" and spec.owner == "user":
-                    return spec.value
-            for spec in self._tokens.values():
-                if spec.status == "active":
-                    return spec.value
+            active = [t for t in self._tokens.values() if self._usable(t)]
+            if active:
+                return min(active, key=lambda t: (t.owner != "user", not self._reads_all(t))).value
         raise RuntimeError("the scenario has no active token left")
 
     @property
@@ -820,6 +818,10 @@ class Simulator:
         )
         self._budgets[name] = budget
         return budget
+
+    def _reads_all(self, token: TokenSpec) -> bool:
+        reached = token.accounts if token.accounts is not None else tuple(self._accounts)
+        return all(token.has_permission(a, "workers_scripts_read") for a in reached)
 
     def _status(self, token: TokenSpec) -> str:
         """The token's status now: as set, or ``expired`` once ``expires_on`` has passed."""
