@@ -186,3 +186,13 @@ def test_cursor_round_trip(index: int) -> None:
 def test_garbage_cursors_are_refused(cursor: str) -> None:
     """Anything that is not a cursor decodes to None."""
     assert decode_cursor(KEY, b"s", cursor) is None
+
+
+def test_the_documented_scenario_example_loads() -> None:
+    """The JSON example in docs/simulator.md (every key, users and permissions too) is valid."""
+    text = (Path(__file__).parent.parent / "docs" / "simulator.md").read_text(encoding="utf-8")
+    example = text.split("## Scenario format", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    scenario = Scenario.from_dict(json.loads(example))
+    assert [u.name for u in scenario.users] == ["ops"]
+    assert scenario.users[0].other_clients_per_minute == 40
+    assert any(t.expires_on for t in scenario.tokens)

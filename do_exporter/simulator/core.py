@@ -6,6 +6,8 @@ bytes. Every piece of mutable state sits behind one lock; ids are hashed outside
 
 from __future__ import annotations
 
+import dataclasses
+import email.utils
 import functools
 import json
 import math
@@ -21,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from do_exporter.simulator import responses as r
+from do_exporter.simulator.budget import Charge, UserBudget
 from do_exporter.simulator.faults import (
     PRE_AUTH,
     Fault,
@@ -42,8 +45,10 @@ from do_exporter.simulator.ids import (
 from do_exporter.simulator.responses import Response
 from do_exporter.simulator.scenario import (
     HEX32,
+    TOKEN_STATUSES,
     AccountSpec,
     NamespaceSpec,
+    RateLimitSpec,
     Scenario,
     ScenarioError,
     TokenSpec,
@@ -68,6 +73,18 @@ _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("verify", re.compile(r"^/user/tokens/verify/?$")),
     ("verify", re.compile(r"^/accounts/([^/]+)/tokens/verify/?$")),
 )
+# What token_can() accepts: a capability of the exporter, or a permission group's name.
+_CAPABILITIES = {
+    "workers_scripts": "workers_scripts_read",
+    "namespaces": "workers_scripts_read",
+    "objects": "workers_scripts_read",
+    "analytics": "account_analytics_read",
+    "workers_scripts_read": "workers_scripts_read",
+    "account_analytics_read": "account_analytics_read",
+}
+# Where an objects page puts a stale cursor on its first page (cursor_shape both-different):
+# cursor-shaped, but no namespace's cursor, so it answers 400/6008 if sent back.
+_GARBAGE_CURSOR = "AAAAAHN0YWxlLWN1cnNvci1kby1ub3QtZm9sbG93LW1l"
 
 
 @dataclass
@@ -103,12 +120,6 @@ class _Namespace:
 
 
 @dataclass
-class _Budget:
-    start: float
-    used: int = 0
-
-
-@dataclass
 class _Stats:
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
@@ -129,8 +140,11 @@ class _Stats:
 class Simulator:
     """A fake Cloudflare API serving a :class:`Scenario` over real HTTP.
 
-    ``clock`` (seconds, monotonic) drives growth and the request budget, so tests can move
-    time; latency and delays use real time. Usable as a context manager (starts and stops).
+    ``clock`` (seconds, monotonic) drives growth, the request budgets, other clients and
+    token expiry, so tests can move time; latency and delays use real time. ``start_time``
+    is the Unix time the clock's value at construction stands for (default: now); token
+    ``expires_on``/``not_before`` and ``X-RateLimit-Reset`` dates are read against it.
+    Usable as a context manager (starts and stops).
     """
 
     def __init__(
@@ -141,6 +155,7 @@ class Simulator:
         *,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        start_time: float | None = None,
     ) -> None:
         self.scenario = scenario
         self.host = host
@@ -154,13 +169,25 @@ class Simulator:
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
         now = clock()
+        self._clock_start = now
+        self._unix_start = time.time() if start_time is None else start_time
         self._accounts: dict[str, AccountSpec] = {a.id: a for a in scenario.accounts}
         self._namespaces: dict[str, dict[str, _Namespace]] = {
             a.id: {ns.id: self._new_namespace(a.id, ns, now) for ns in a.namespaces}
             for a in scenario.accounts
         }
         self._tokens: dict[str, TokenSpec] = {t.value: t for t in scenario.tokens}
-        self._budgets: dict[str, _Budget] = {}
+        self._budgets: dict[str, UserBudget] = {}  # by user name
+        self._budget_of: dict[str, UserBudget] = {}  # by token value
+        for user in scenario.users:
+            per_minute = user.other_clients_per_minute
+            budget = self._new_budget(user.name, user.rate_limit, now, per_minute)
+            for value in user.tokens:
+                self._budget_of[value] = budget
+        for spec in scenario.tokens:
+            if spec.value not in self._budget_of:  # a token of no listed user is its own user
+                name = f"token:{spec.id}"
+                self._budget_of[spec.value] = self._new_budget(name, scenario.rate_limit, now, 0)
         self._queue: list[QueuedFault] = []
         self._rules = [RuleState(rule) for rule in scenario.faults.rules]
         self._stats = _Stats()
@@ -219,14 +246,12 @@ class Simulator:
 
     @property
     def token(self) -> str:
-        """A token that is active and reaches every account it lists (the first such)."""
+        """An active token, preferring user-owned ones that may list namespaces and objects
+        on every account they reach (the first such in scenario order)."""
         with self._lock:
-            for spec in self._tokens.values():
-                if spec.status == "active" and spec.owner == "user":
-                    return spec.value
-            for spec in self._tokens.values():
-                if spec.status == "active":
-                    return spec.value
+            active = [t for t in self._tokens.values() if self._usable(t)]
+            if active:
+                return min(active, key=lambda t: (t.owner != "user", not self._reads_all(t))).value
         raise RuntimeError("the scenario has no active token left")
 
     @property
@@ -303,7 +328,47 @@ class Simulator:
         with self._lock:
             if self._tokens.pop(token, None) is None:
                 raise KeyError("unknown token")
-            self._budgets.pop(token, None)
+
+    def set_token_status(self, token: str, status: str) -> None:
+        """Set a token's status (``active``, ``disabled`` or ``expired``) from now on."""
+        if status not in TOKEN_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(TOKEN_STATUSES)}")
+        with self._lock:
+            spec = self._tokens.get(token)
+            if spec is None:
+                raise KeyError("unknown token")
+            self._tokens[token] = dataclasses.replace(spec, status=status)
+
+    def token_status(self, token: str) -> str | None:
+        """``active``/``disabled``/``expired`` as the verify endpoints say it now; ``None``
+        for a token the API does not know (never issued, or revoked)."""
+        with self._lock:
+            spec = self._tokens.get(token)
+            return None if spec is None else self._status(spec)
+
+    def token_can(self, token: str, account_id: str, capability: str) -> bool:
+        """Whether ``token`` may use ``capability`` on ``account_id`` right now.
+
+        ``capability`` is ``"analytics"`` (Account Analytics Read: GraphQL) or
+        ``"workers_scripts"`` (Workers Scripts Read or Write: namespaces and objects), or a
+        permission group's name. True only for a known, active token, inside its
+        ``not_before``/``expires_on``, reaching an existing account with that permission.
+        """
+        permission = _CAPABILITIES.get(capability)
+        if permission is None:
+            raise ValueError(f"unknown capability {capability!r}")
+        with self._lock:
+            spec = self._tokens.get(token)
+            return (
+                spec is not None
+                and self._usable(spec)
+                and account_id in self._accounts
+                and spec.has_permission(account_id, permission)
+            )
+
+    def unix_time(self) -> float:
+        """The simulator's idea of the Unix time: ``start_time`` plus the clock's progress."""
+        return self._unix_start + (self._clock() - self._clock_start)
 
     def inject(
         self,
@@ -333,14 +398,20 @@ class Simulator:
                 state.burst_left = 0
 
     def stats(self) -> dict[str, Any]:
-        """Requests served by endpoint and status (``disconnect``/``drop`` for cut answers)."""
+        """Requests served by endpoint and status (``disconnect``/``drop`` for cut answers),
+        and under ``users`` each user's budget and who was refused (see docs/simulator.md)."""
         with self._lock:
-            return self._stats.snapshot()
+            out = self._stats.snapshot()
+            now = self._clock()
+            out["users"] = {name: b.snapshot(now) for name, b in self._budgets.items()}
+            return out
 
     def reset_stats(self) -> None:
-        """Forget every count."""
+        """Forget every count (the budgets' windows and what they have used stay)."""
         with self._lock:
             self._stats = _Stats()
+            for budget in self._budgets.values():
+                budget.reset_counters()
 
     def info(self) -> dict[str, Any]:
         """What the CLI prints on start: ``api_url``, ``token``, ``account_ids``."""
@@ -491,35 +562,36 @@ class Simulator:
         return spec, None
 
     def _spend(self, token: str) -> tuple[Response | None, list[tuple[str, str]]]:
-        """Charge one request to the token's budget; a 429 once the window is spent."""
-        limit = self.scenario.rate_limit
+        """Charge one request to the token's user's budget; a 429 once the window is spent."""
         with self._lock:
-            now = self._clock()
-            budget = self._budgets.get(token)
-            if budget is None or now >= budget.start + limit.window_seconds:
-                budget = self._budgets[token] = _Budget(start=now)
-            reset = max(1, math.ceil(budget.start + limit.window_seconds - now))
-            policy = (
-                "Ratelimit-Policy",
-                f'"default";q={limit.requests};w={_seconds(limit.window_seconds)}',
-            )
-            if budget.used >= limit.requests:
-                self._stats.rate_limited += 1
-                headers = [
-                    ("Retry-After", str(reset)),
-                    ("Ratelimit", f'"default";r=0;t={reset}'),
-                    policy,
-                ]
-                message = (
-                    f"More than {limit.requests} requests per {_seconds(limit.window_seconds)}"
-                    f" seconds reached. {r.RATE_LIMITED[1]}"
-                )
-                answer = r.error(429, (r.RATE_LIMITED[0], message))
-                answer.headers.extend(headers)
-                return answer, []
-            budget.used += 1
-            remaining = limit.requests - budget.used
-        return None, [("Ratelimit", f'"default";r={remaining};t={reset}'), policy]
+            budget = self._budget_of[token]
+            charge = budget.charge(self._clock())
+            headers = self._rate_headers(budget, charge)
+            if charge.allowed:
+                return None, headers
+            self._stats.rate_limited += 1
+        window = _seconds(budget.window_seconds)
+        message = f"More than {budget.requests} requests per {window} seconds reached. "
+        answer = r.error(429, (r.RATE_LIMITED[0], message + r.RATE_LIMITED[1]))
+        answer.headers.append(("Retry-After", str(charge.reset)))
+        answer.headers.extend(headers)
+        return answer, []
+
+    def _rate_headers(self, budget: UserBudget, charge: Charge) -> list[tuple[str, str]]:
+        """The budget headers in the scenario's style (``rate_limit.headers``)."""
+        style = self.scenario.rate_limit.headers
+        headers: list[tuple[str, str]] = []
+        if style in ("ratelimit", "both"):
+            window = _seconds(budget.window_seconds)
+            headers.append(("Ratelimit", f'"default";r={charge.remaining};t={charge.reset}'))
+            headers.append(("Ratelimit-Policy", f'"default";q={budget.requests};w={window}'))
+        if style in ("x-ratelimit", "both"):
+            headers.append(("X-RateLimit-Limit", str(budget.requests)))
+            headers.append(("X-RateLimit-Remaining", str(charge.remaining)))
+            if not charge.allowed:
+                reset_at = self.unix_time() + charge.reset
+                headers.append(("X-RateLimit-Reset", email.utils.formatdate(reset_at, usegmt=True)))
+        return headers
 
     def _verify(self, token: TokenSpec, groups: tuple[str, ...], fault: Fault | None) -> Response:
         if groups:  # /accounts/{id}/tokens/verify
@@ -531,28 +603,38 @@ class Simulator:
             ok = token.owner == "user"
         if not ok:
             return r.error(401, r.INVALID_TOKEN)
-        messages = [{"code": 10000, "message": "This API Token is valid and active"}]
-        if token.status != "active":
-            messages = []
-        result = json.dumps({"id": token.id, "status": token.status}, separators=(",", ":"))
-        return self._success(result, None, fault, messages)
+        with self._lock:
+            status = self._status(token)
+        messages: list[dict[str, Any]] = []
+        if status == "active":
+            messages = [{"code": 10000, "message": r.TOKEN_VALID, "type": None}]
+        result: dict[str, Any] = {"id": token.id, "status": status}
+        if token.not_before is not None:
+            result["not_before"] = token.not_before
+        if token.expires_on is not None:
+            result["expires_on"] = token.expires_on
+        return self._success(json.dumps(result, separators=(",", ":")), None, fault, messages)
 
     def _check_account(self, token: TokenSpec, account_id: str, endpoint: str) -> Response | None:
-        if token.status != "active":
+        with self._lock:
+            usable = self._usable(token)
+        if not usable:
             return r.error(403, r.AUTH_ERROR)
         if not HEX32.match(account_id):
             suffix = "/workers/durable_objects/namespaces"
             return _no_route_for(f"/accounts/{account_id}{suffix}")
         if account_id not in self._accounts:
             return r.error(403, r.ACCOUNT_NOT_AUTHORISED)
-        if token.accounts is not None and account_id not in token.accounts:
-            return r.error(403, r.AUTH_ERROR)
+        if not token.has_permission(account_id, "workers_scripts_read"):
+            return r.error(403, r.AUTH_ERROR)  # not reached, or no Workers Scripts Read
         return None
 
     def _list_accounts(
         self, token: TokenSpec, query: dict[str, str], fault: Fault | None
     ) -> Response:
-        if token.status != "active":
+        with self._lock:
+            usable = self._usable(token)
+        if not usable:
             return r.error(403, r.AUTH_ERROR)
         if token.owner == "account":
             return r.error(400, r.ACCOUNT_TOKEN_LIST)
@@ -654,7 +736,9 @@ class Simulator:
         shape = self.scenario.cursor_shape
         if shape in ("both", "cursor"):
             info["cursor"] = next_cursor
-        if shape in ("both", "cursors"):
+        elif shape == "both-different":  # a stale cursor: this page's own, or garbage
+            info["cursor"] = cursor or _GARBAGE_CURSOR
+        if shape in ("both", "cursors", "both-different"):
             info["cursors"] = {"after": next_cursor}
         with self._lock:
             self._stats.objects_served += n
@@ -711,6 +795,8 @@ class Simulator:
             self.remove_namespace(data["account_id"], data["namespace_id"])
         elif action == "tokens/revoke":
             self.revoke_token(data["token"])
+        elif action == "tokens/status":
+            self.set_token_status(data["token"], data["status"])
         else:
             return _admin_json(404, {"ok": False, "error": f"no admin endpoint POST {action}"})
         return _admin_json(200, result)
@@ -725,6 +811,36 @@ class Simulator:
             growth_per_minute=spec.growth_per_minute,
             epoch=now,
         )
+
+    def _new_budget(
+        self, name: str, limit: RateLimitSpec, now: float, other_per_minute: float
+    ) -> UserBudget:
+        budget = UserBudget(
+            name,
+            limit.requests,
+            limit.window_seconds,
+            start=now,
+            other_per_minute=other_per_minute,
+        )
+        self._budgets[name] = budget
+        return budget
+
+    def _reads_all(self, token: TokenSpec) -> bool:
+        reached = token.accounts if token.accounts is not None else tuple(self._accounts)
+        return all(token.has_permission(a, "workers_scripts_read") for a in reached)
+
+    def _status(self, token: TokenSpec) -> str:
+        """The token's status now: as set, or ``expired`` once ``expires_on`` has passed."""
+        expires_at = token.expires_at
+        if token.status == "active" and expires_at is not None and self.unix_time() >= expires_at:
+            return "expired"
+        return token.status
+
+    def _usable(self, token: TokenSpec) -> bool:
+        """Active, and past its ``not_before``: the list endpoints answer it."""
+        if self._status(token) != "active":
+            return False
+        return token.not_before_at is None or self.unix_time() >= token.not_before_at
 
     def _account_namespaces(self, account_id: str) -> dict[str, _Namespace]:
         try:

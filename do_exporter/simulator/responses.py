@@ -16,6 +16,7 @@ BAD_HEADERS = (6003, "Invalid request headers")
 BAD_AUTH_FORMAT = (6111, "Invalid format for Authorization header")
 AUTH_ERROR = (10000, "Authentication error")
 INVALID_TOKEN = (1000, "Invalid API Token")
+TOKEN_VALID = "This API Token is valid and active"  # verify's message for an active token
 ACCOUNT_TOKEN_LIST = (1001, "List accounts endpoint does not support account owned tokens.")
 NO_ROUTE = (7000, "No route for that URI")
 METHOD_NOT_ALLOWED = (7001, "Method not allowed for this endpoint")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from do_exporter.simulator.faults import FaultRule, make_fault
 from do_exporter.simulator.ids import derive_hex
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-CURSOR_SHAPES = ("both", "cursor", "cursors")
+CURSOR_SHAPES = ("both", "cursor", "cursors", "both-different")
 TOKEN_STATUSES = ("active", "disabled", "expired")
+RATE_LIMIT_HEADERS = ("ratelimit", "x-ratelimit", "both", "none")
+# Token permission groups the simulator knows (Cloudflare's names, snake_cased). Write implies
+# read, as on the real API.
+PERMISSIONS = ("workers_scripts_read", "workers_scripts_write", "account_analytics_read")
+DEFAULT_PERMISSIONS = frozenset({"workers_scripts_read", "account_analytics_read"})
 DEFAULT_BASE_PATH = "/client/v4"
 DEFAULT_RATE_LIMIT_REQUESTS = 1200
 DEFAULT_RATE_LIMIT_WINDOW = 300.0
@@ -54,21 +60,56 @@ class AccountSpec:
 
 @dataclass(frozen=True)
 class TokenSpec:
-    """An API token: which accounts it reaches (None: all) and who owns it."""
+    """An API token: which accounts it reaches (None: all), who owns it, what it may do.
+
+    ``permissions`` maps an account id, or ``"*"`` for every account the token reaches, to
+    its permission groups. ``expires_on``/``not_before`` are the ISO 8601 texts the verify
+    endpoints echo; ``expires_at``/``not_before_at`` the same instants as Unix time.
+    """
 
     value: str
     id: str
     accounts: tuple[str, ...] | None = None
     status: str = "active"
     owner: str = "user"
+    permissions: tuple[tuple[str, frozenset[str]], ...] = (("*", DEFAULT_PERMISSIONS),)
+    expires_on: str | None = None
+    not_before: str | None = None
+    expires_at: float | None = None
+    not_before_at: float | None = None
+
+    def has_permission(self, account_id: str, permission: str) -> bool:
+        """Whether the token holds ``permission`` on ``account_id`` (write implies read)."""
+        if self.accounts is not None and account_id not in self.accounts:
+            return False
+        granted = dict(self.permissions)
+        groups = granted.get(account_id, granted.get("*", frozenset()))
+        if permission == "workers_scripts_read" and "workers_scripts_write" in groups:
+            return True
+        return permission in groups
 
 
 @dataclass(frozen=True)
 class RateLimitSpec:
-    """The request budget per token: ``requests`` per ``window_seconds``."""
+    """A request budget: ``requests`` per fixed window of ``window_seconds``."""
 
     requests: int = DEFAULT_RATE_LIMIT_REQUESTS
     window_seconds: float = DEFAULT_RATE_LIMIT_WINDOW
+    headers: str = "ratelimit"
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """A Cloudflare user: its tokens share one budget, which its other clients also spend.
+
+    ``other_clients_per_minute`` is how many requests the user's other tools (dashboard,
+    scripts) send per minute, steadily, on the simulator's clock.
+    """
+
+    name: str
+    tokens: tuple[str, ...]
+    rate_limit: RateLimitSpec = RateLimitSpec()
+    other_clients_per_minute: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,7 @@ class Scenario:
     max_limit: int | None = None
     rate_limit: RateLimitSpec = RateLimitSpec()
     faults: FaultsSpec = FaultsSpec()
+    users: tuple[UserSpec, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any) -> Scenario:
@@ -132,7 +174,7 @@ class _Parser:
             "scenario",
             {
                 "seed", "base_path", "cursor_shape", "max_per_page", "max_limit",
-                "rate_limit", "tokens", "accounts", "faults", "description",
+                "rate_limit", "tokens", "accounts", "faults", "description", "users",
             },
         )  # fmt: skip
         seed = self._int(obj.get("seed", 0), "seed", 0, 2**63)
@@ -146,6 +188,8 @@ class _Parser:
         max_limit = self._opt_int(obj.get("max_limit"), "max_limit", 1, 10000)
         accounts = self._accounts(obj.get("accounts"), seed)
         tokens = self._tokens(obj.get("tokens"), seed, {a.id for a in accounts})
+        rate_limit = self._rate_limit(obj.get("rate_limit", {}), "rate_limit")
+        users = self._users(obj.get("users", []), tokens, rate_limit)
         return Scenario(
             accounts=accounts,
             tokens=tokens,
@@ -154,8 +198,9 @@ class _Parser:
             cursor_shape=shape,
             max_per_page=max_per_page,
             max_limit=max_limit,
-            rate_limit=self._rate_limit(obj.get("rate_limit", {})),
+            rate_limit=rate_limit,
             faults=self._faults(obj.get("faults", {})),
+            users=users,
         )
 
     def _accounts(self, data: Any, seed: int) -> tuple[AccountSpec, ...]:
@@ -199,7 +244,12 @@ class _Parser:
         for i, raw in enumerate(self._list(data, "tokens")):
             where = f"tokens[{i}]"
             obj = self._object(raw, where)
-            self._keys(obj, where, {"value", "id", "accounts", "status", "owner"})
+            self._keys(
+                obj,
+                where,
+                {"value", "id", "accounts", "status", "owner", "permissions", "expires_on",
+                 "not_before"},
+            )  # fmt: skip
             value: Any = obj.get("value")
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", value):
                 raise ScenarioError(f"{where}.value: must be 1-200 of [A-Za-z0-9_.-]")
@@ -226,25 +276,122 @@ class _Parser:
                 raise ScenarioError(f"{where}.owner: must be user or account")
             if owner == "account" and (accounts is None or len(accounts) != 1):
                 raise ScenarioError(f"{where}.accounts: an account-owned token lists one account")
+            permissions = self._permissions(obj.get("permissions"), where, account_ids)
+            expires_on, expires_at = self._instant(obj.get("expires_on"), f"{where}.expires_on")
+            not_before, not_before_at = self._instant(obj.get("not_before"), f"{where}.not_before")
             tokens.append(
-                TokenSpec(value=value, id=token_id, accounts=accounts, status=status, owner=owner)
+                TokenSpec(
+                    value=value,
+                    id=token_id,
+                    accounts=accounts,
+                    status=status,
+                    owner=owner,
+                    permissions=permissions,
+                    expires_on=expires_on,
+                    not_before=not_before,
+                    expires_at=expires_at,
+                    not_before_at=not_before_at,
+                )
             )
         if not tokens:
             raise ScenarioError("tokens: must list at least one token (or be left out)")
         return tuple(tokens)
 
-    def _rate_limit(self, data: Any) -> RateLimitSpec:
-        obj = self._object(data, "rate_limit")
-        self._keys(obj, "rate_limit", {"requests", "window_seconds"})
-        requests = self._int(
-            obj.get("requests", DEFAULT_RATE_LIMIT_REQUESTS), "rate_limit.requests", 1, 10**9
-        )
+    def _permissions(
+        self, data: Any, where: str, account_ids: set[str]
+    ) -> tuple[tuple[str, frozenset[str]], ...]:
+        """A list (the same groups on every account) or ``{account id or "*": [groups]}``."""
+        if data is None:
+            return (("*", DEFAULT_PERMISSIONS),)
+        if isinstance(data, list):
+            return (("*", self._groups(data, f"{where}.permissions")),)
+        obj = self._object(data, f"{where}.permissions")
+        result: list[tuple[str, frozenset[str]]] = []
+        for account, groups in obj.items():
+            if account != "*" and account not in account_ids:
+                raise ScenarioError(f"{where}.permissions: unknown account {account!r}")
+            result.append((account, self._groups(groups, f"{where}.permissions.{account}")))
+        return tuple(result)
+
+    def _groups(self, data: Any, where: str) -> frozenset[str]:
+        groups = self._list(data, where)
+        for group in groups:
+            if group not in PERMISSIONS:
+                raise ScenarioError(f"{where}: {group!r} is not one of {', '.join(PERMISSIONS)}")
+        return frozenset(groups)
+
+    def _instant(self, data: Any, where: str) -> tuple[str | None, float | None]:
+        """An ISO 8601 date-time with a time zone, e.g. 2030-01-01T00:00:00Z."""
+        if data is None:
+            return None, None
+        text = self._str(data, where)
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise ScenarioError(f"{where}: must be an ISO 8601 time like 2030-01-01T00:00:00Z")
+        return text, when.timestamp()
+
+    def _rate_limit(
+        self, data: Any, where: str, default: RateLimitSpec | None = None
+    ) -> RateLimitSpec:
+        base = default or RateLimitSpec()
+        obj = self._object(data, where)
+        allowed = {"requests", "window_seconds"} | ({"headers"} if default is None else set())
+        self._keys(obj, where, allowed)
+        requests = self._int(obj.get("requests", base.requests), f"{where}.requests", 1, 10**9)
         window = self._number(
-            obj.get("window_seconds", DEFAULT_RATE_LIMIT_WINDOW), "rate_limit.window_seconds"
+            obj.get("window_seconds", base.window_seconds), f"{where}.window_seconds"
         )
         if window <= 0:
-            raise ScenarioError("rate_limit.window_seconds: must be positive")
-        return RateLimitSpec(requests=requests, window_seconds=window)
+            raise ScenarioError(f"{where}.window_seconds: must be positive")
+        headers = obj.get("headers", base.headers)
+        if headers not in RATE_LIMIT_HEADERS:
+            raise ScenarioError(f"{where}.headers: must be one of {', '.join(RATE_LIMIT_HEADERS)}")
+        return RateLimitSpec(requests=requests, window_seconds=window, headers=headers)
+
+    def _users(
+        self, data: Any, tokens: tuple[TokenSpec, ...], rate_limit: RateLimitSpec
+    ) -> tuple[UserSpec, ...]:
+        known = {t.value for t in tokens}
+        owner: dict[str, str] = {}
+        users: list[UserSpec] = []
+        for i, raw in enumerate(self._list(data, "users")):
+            where = f"users[{i}]"
+            obj = self._object(raw, where)
+            self._keys(obj, where, {"name", "tokens", "rate_limit", "other_clients"})
+            name = self._str(obj.get("name", f"user-{i + 1}"), f"{where}.name")
+            if not name or any(u.name == name for u in users):
+                raise ScenarioError(f"{where}.name: must be a unique, non-empty string")
+            listed = self._list(obj.get("tokens", []), f"{where}.tokens")
+            for value in listed:
+                if value not in known:
+                    raise ScenarioError(f"{where}.tokens: unknown token {value!r}")
+                if value in owner:
+                    raise ScenarioError(
+                        f"{where}.tokens: token {value!r} already belongs to user {owner[value]!r}"
+                    )
+                owner[value] = name
+            budget = self._rate_limit(obj.get("rate_limit", {}), f"{where}.rate_limit", rate_limit)
+            others = self._object(obj.get("other_clients", {}), f"{where}.other_clients")
+            self._keys(others, f"{where}.other_clients", {"requests_per_minute"})
+            per_minute = self._number(
+                others.get("requests_per_minute", 0), f"{where}.other_clients.requests_per_minute"
+            )
+            if per_minute > 10**6:
+                raise ScenarioError(
+                    f"{where}.other_clients.requests_per_minute: must be at most 1000000"
+                )
+            users.append(
+                UserSpec(
+                    name=name,
+                    tokens=tuple(listed),
+                    rate_limit=budget,
+                    other_clients_per_minute=per_minute,
+                )
+            )
+        return tuple(users)
 
     def _faults(self, data: Any) -> FaultsSpec:
         obj = self._object(data, "faults")
