@@ -500,8 +500,8 @@ class GraphQLEndpoint:
         self._authenticate = authenticate
         self._namespaces = namespaces
         self._seed = seed
-        self._budget = budget
-        self._budget_window = budget_window
+        self.budget = budget
+        self.budget_window = budget_window
         self._budgets: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, NamespaceSpec], _Model] = {}
@@ -571,10 +571,10 @@ class GraphQLEndpoint:
         with self._lock:
             now = self.clock()
             start, used = self._budgets.get(token, (now, 0))
-            if now >= start + self._budget_window:
+            if now >= start + self.budget_window:
                 start, used = now, 0
-            if used >= self._budget:
-                reset = max(1, math.ceil(start + self._budget_window - now))
+            if used >= self.budget:
+                reset = max(1, math.ceil(start + self.budget_window - now))
                 body = _error_body(
                     "rate limiter budget depleted, try again after 5 minutes", "budget"
                 )
@@ -632,7 +632,7 @@ class GraphQLEndpoint:
         assert query is not None
         query.fields["viewer"].resolve = lambda _s, _i: {}
         viewer.fields["accounts"].resolve = self._accounts
-        viewer.fields["budget"].resolve = lambda _s, _i: self._budget
+        viewer.fields["budget"].resolve = lambda _s, _i: self.budget
         for name in _DATASETS:
             account.fields[name].resolve = self._dataset_resolver(name)
         account.fields["settings"].resolve = lambda _s, _i: dict.fromkeys(
