@@ -31,6 +31,7 @@ from do_exporter.simulator.faults import (
     RuleState,
     make_fault,
 )
+from do_exporter.simulator.graphql import GraphQLEndpoint
 from do_exporter.simulator.ids import (
     ID_HEX,
     RECORD,
@@ -191,6 +192,9 @@ class Simulator:
         self._queue: list[QueuedFault] = []
         self._rules = [RuleState(rule) for rule in scenario.faults.rules]
         self._stats = _Stats()
+        self.graphql = GraphQLEndpoint(
+            scenario, authenticate=self._authenticate, namespaces=self._specs, seed=self._seed
+        )
 
     # ---- life cycle -------------------------------------------------------------------
     def start(self) -> Simulator:
@@ -426,6 +430,17 @@ class Simulator:
         path = split.path
         if path.startswith(ADMIN_PREFIX):
             return self._admin(method, path[len(ADMIN_PREFIX) :], split.query, body)
+        if path == self.scenario.base_path + "/graphql":
+            fault, delay = self._draw("graphql", None)
+            if fault is not None and fault.kind in PRE_AUTH:
+                response = self._fault_answer(fault)
+            else:
+                response = self.graphql.handle(method, headers, body, fault)
+                if fault is not None:
+                    response = self._alter(response, fault)
+            response.delay += delay
+            self._count("graphql", response)
+            return response
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         endpoint, groups = self._route(path)
         namespace_id = groups[1] if endpoint == "objects" else None
@@ -841,6 +856,11 @@ class Simulator:
         if self._status(token) != "active":
             return False
         return token.not_before_at is None or self.unix_time() >= token.not_before_at
+
+    def _specs(self, account_id: str) -> list[NamespaceSpec] | None:
+        with self._lock:
+            live = self._namespaces.get(account_id)
+            return None if live is None else [ns.spec for ns in live.values()]
 
     def _account_namespaces(self, account_id: str) -> dict[str, _Namespace]:
         try:

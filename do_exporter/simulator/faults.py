@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ENDPOINTS = ("accounts", "namespaces", "objects", "verify", "other")
+ENDPOINTS = ("accounts", "namespaces", "objects", "verify", "graphql", "other")
 SCOPES = (*ENDPOINTS, "*")
 
 # Faults that replace the answer before authentication (an edge or transport failure).

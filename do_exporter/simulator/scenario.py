@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from do_exporter.simulator.faults import FaultRule, make_fault
+from do_exporter.simulator.graphql import Traffic, traffic_from_dict
 from do_exporter.simulator.ids import derive_hex
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -47,6 +48,7 @@ class NamespaceSpec:
     objects: int = 0
     stored_data_ratio: float = 0.0
     growth_per_minute: float = 0.0
+    analytics: Traffic | None = None  # usage served by POST /graphql (None: defaults)
 
 
 @dataclass(frozen=True)
@@ -455,7 +457,7 @@ def namespace_from_dict(
         obj,
         where,
         {"id", "name", "class", "script", "use_sqlite", "objects", "stored_data_ratio",
-         "growth_per_minute"},
+         "growth_per_minute", "analytics"},
     )  # fmt: skip
     ns_id = p._hex_id(obj.get("id"), f"{where}.id", seed, "namespace", account_id, str(index))
     optional: dict[str, str | None] = {}
@@ -472,6 +474,10 @@ def namespace_from_dict(
     growth = obj.get("growth_per_minute", 0.0)
     if isinstance(growth, bool) or not isinstance(growth, int | float):
         raise ScenarioError(f"{where}.growth_per_minute: must be a number")
+    try:
+        analytics = traffic_from_dict(obj["analytics"]) if "analytics" in obj else None
+    except ValueError as exc:
+        raise ScenarioError(f"{where}.analytics: {exc}") from exc
     return NamespaceSpec(
         id=ns_id,
         name=optional["name"],
@@ -481,6 +487,7 @@ def namespace_from_dict(
         objects=objects,
         stored_data_ratio=ratio,
         growth_per_minute=float(growth),
+        analytics=analytics,
     )
 
 
