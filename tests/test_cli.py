@@ -108,11 +108,11 @@ def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike
     ("args", "env", "needle"),
     [
         ((), {}, "--api-token/CLOUDFLARE_API_TOKEN"),
-        (("--api-token", "t", "--interval", "5"), {}, "--interval/DO_EXPORTER_INTERVAL"),
-        (("--api-token", "t"), {"DO_EXPORTER_LISTEN_ADDRESS": "nope"}, "--listen-address"),
-        (("--api-token", "t", "--account-id", "xyz"), {}, "--account-id"),
+        (("--api-token", TOKEN, "--interval", "5"), {}, "--interval/DO_EXPORTER_INTERVAL"),
+        (("--api-token", TOKEN), {"DO_EXPORTER_LISTEN_ADDRESS": "nope"}, "--web.listen-address"),
+        (("--api-token", TOKEN, "--account-id", "xyz"), {}, "--account-id"),
         (("--api-token-file", "/nonexistent/token"), {}, "--api-token-file"),
-        (("--api-token", "t", "--log-level", "chatty"), {}, "--log-level"),
+        (("--api-token", TOKEN, "--log-level", "chatty"), {}, "--log-level"),
         (("--no-such-flag",), {}, "unrecognized arguments"),
     ],
 )
