@@ -240,3 +240,73 @@ def test_sigterm_during_a_poll_exits_quickly(make_sim: MakeSim) -> None:
     code, took, err = _stop(proc, signal.SIGTERM)
     assert code == 0 and took < 5, err
     assert TOKEN not in err
+
+
+def test_once_interrupted_by_ctrl_c_exits_130_with_one_line(make_sim: MakeSim) -> None:
+    """SIGINT (Ctrl-C) during a `--once` poll: exit 130, one line, no traceback."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    sim.inject("delay", endpoint="objects", seconds=60, count=None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "do_exporter", "--once", "--api-url", sim.api_url,
+         "--account-id", ACCOUNT_A],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(CLOUDFLARE_API_TOKEN=TOKEN),
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not sim.stats()["requests"].get("objects") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, took, err = _stop(proc, signal.SIGINT)
+    assert code == 130 and took < 5, err
+    assert err.splitlines()[-1] == "do-exporter: interrupted"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert TOKEN not in err
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def test_sighup_reloads_the_token_file(make_sim: MakeSim, tmp_path: os.PathLike[str]) -> None:
+    """SIGHUP re-reads the token file and logs it; the daemon keeps running (no exit 129)."""
+    new = "new-" + TOKEN[4:]
+    sim = make_sim(
+        scenario(
+            {ACCOUNT_A: [ns(1, 10)]},
+            tokens=[{"value": TOKEN, "accounts": "*"}, {"value": new, "accounts": "*"}],
+        )
+    )
+    token_file = os.path.join(tmp_path, "token")
+    with open(token_file, "w") as fh:
+        fh.write(TOKEN + "\n")
+    err_path = os.path.join(tmp_path, "stderr")
+    port = free_port()
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "do_exporter", "--api-url", sim.api_url,
+             "--api-token-file", token_file, "--web.listen-address", f"127.0.0.1:{port}",
+             "--log-format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            text=True,
+            env=clean_env(),
+        )  # fmt: skip
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", proc)
+            with open(token_file, "w") as fh:
+                fh.write(new + "\n")
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while '"API token reloaded"' not in _read(err_path):
+                assert proc.poll() is None, _read(err_path)
+                assert time.monotonic() < deadline, _read(err_path)
+                time.sleep(0.1)
+            assert proc.poll() is None
+        finally:
+            code, _, _ = _stop(proc, signal.SIGTERM)
+    err = _read(err_path)
+    assert code == 0, err
+    assert '"event": "SIGHUP received: re-reading the API token files"' in err
+    assert TOKEN not in err and new not in err

@@ -223,3 +223,51 @@ def test_bad_rate_limit(value: str) -> None:
 
 def test_bad_api_url() -> None:
     assert "is not an http(s) URL" in error(["--api-token", TOK, "--api-url", "ftp://x"])
+
+
+def test_api_reserve_default_env_and_flag() -> None:
+    """--api-reserve: 240 by default (20% of 1,200), from its variable, the flag wins."""
+    assert config(["--api-token", TOK]).api_reserve == 240
+    env = {"DO_EXPORTER_API_RESERVE": "100"}
+    assert config(["--api-token", TOK], env).api_reserve == 100
+    assert config(["--api-token", TOK, "--api-reserve", "0"], env).api_reserve == 0
+    assert config(["--api-token", TOK, "--api-reserve", "0"]).credentials[0].api_reserve == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "1.5", "some"])
+def test_bad_api_reserve(value: str) -> None:
+    message = error(["--api-token", TOK, "--api-reserve", value])
+    assert message.startswith("--api-reserve/DO_EXPORTER_API_RESERVE: ")
+
+
+def test_web_listen_address_and_its_old_spelling() -> None:
+    """--web.listen-address is the spelling; --listen-address still works."""
+    new = config(["--api-token", TOK, "--web.listen-address", "127.0.0.1:9100"])
+    old = config(["--api-token", TOK, "--listen-address", "127.0.0.1:9100"])
+    assert (new.listen_host, new.listen_port) == (old.listen_host, old.listen_port)
+    assert (new.listen_host, new.listen_port) == ("127.0.0.1", 9100)
+
+
+def test_help_shows_only_the_new_listen_spelling() -> None:
+    from do_exporter.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "--web.listen-address" in text
+    assert " --listen-address" not in text and "[--listen-address" not in text
+
+
+@pytest.mark.parametrize("length", [1, 31, 257])
+def test_implausible_token_length(length: int) -> None:
+    """A token outside 32..256 characters is refused, and not shown."""
+    message = error(["--api-token", "k" * length])
+    assert "not 32..256 characters long" in message and "kkkk" not in message
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_token_file_that_is_a_device(source: str) -> None:
+    """/dev/zero is refused without being read, by flag or variable."""
+    if source == "flag":
+        message = error(["--api-token-file", "/dev/zero"])
+    else:
+        message = error([], {"CLOUDFLARE_API_TOKEN_FILE": "/dev/zero"})
+    assert message.endswith("cannot read token file '/dev/zero': not a regular file")
