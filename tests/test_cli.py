@@ -66,7 +66,7 @@ def test_once_demo_prints_the_demo_scenario() -> None:
 def test_once_exits_1_and_says_why_when_incomplete(make_sim: MakeSim) -> None:
     """A rejected token: exit 1, a summary on stderr, never the token."""
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    bad = "wrong-token-c0ffee"
+    bad = "wrong-token-c0ffee-0123456789abcdefghijkl"  # plausible, but unknown to the API
     result = run(
         "--once",
         "--api-url",
@@ -136,7 +136,8 @@ def test_port_in_use_is_one_clear_line() -> None:
         port = taken.getsockname()[1]
         result = run("--demo", "--listen-address", f"127.0.0.1:{port}", timeout=30)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("do-exporter: error: --listen-address")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("do-exporter: error: --web.listen-address")
     assert "Traceback" not in result.stderr
 
 
@@ -154,8 +155,12 @@ def test_help_names_every_flag_and_env_var() -> None:
         "CLOUDFLARE_API_URL",
         "--interval",
         "DO_EXPORTER_INTERVAL",
-        "--listen-address",
+        "--web.listen-address",
         "DO_EXPORTER_LISTEN_ADDRESS",
+        "--api-reserve",
+        "DO_EXPORTER_API_RESERVE",
+        "--config.file",
+        "DO_EXPORTER_CONFIG_FILE",
         "--api-rate-limit",
         "DO_EXPORTER_API_RATE_LIMIT",
         "--log-level",
