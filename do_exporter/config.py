@@ -118,7 +118,6 @@ class TokenFile(Secret):
         "_check_every",
         "_clock",
         "_failing",
-        "_forced",
         "_history",
         "_lock",
         "_name",
@@ -152,7 +151,6 @@ class TokenFile(Secret):
         self._signature = signature
         self._history: tuple[str, ...] = (value,)
         self._next_check = clock() + check_every
-        self._forced = False
         self._failing = False
 
     def reveal(self) -> str:
