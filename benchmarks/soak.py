@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-TOKEN = "soak-token-5e1d0c9b7a"
+TOKEN = "soak-token-5e1d0c9b7a-0123456789abcdefghi"  # 40 characters, like a real one
 ACCOUNTS = ("1" * 32, "2" * 32)
 PREFIX = "cloudflare_durable_objects"
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "--api-url", api_url,
         "--account-id", ACCOUNTS[0], "--account-id", ACCOUNTS[1],
         "--interval", f"{args.interval:g}",
-        "--listen-address", f"127.0.0.1:{port}",
+        "--web.listen-address", f"127.0.0.1:{port}",
         "--api-timeout", "3",
         "--api-rate-limit", "100000",
         "--log-format", "json",

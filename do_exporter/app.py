@@ -2,7 +2,8 @@
 
 One interval job polls (``max_instances=1``, ``coalesce=True``, first run at start-up);
 scrapes read the store. :meth:`Exporter.run` returns when the stop event is set (SIGTERM or
-SIGINT), after cancelling any poll in flight.
+SIGINT), after cancelling any poll in flight; its ``reload`` event (SIGHUP) re-reads the token
+files at once (they are also re-read when they change, see :class:`~.config.TokenFile`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .cloudflare import CloudflareClient
-from .config import RATE_LIMIT_WINDOW, Config, Secret
+from .config import RATE_LIMIT_WINDOW, Config, Secret, TokenFile
 from .model import Snapshot
 from .poller import Poller
 from .ratelimit import Cancelled, RateLimiter
@@ -59,6 +60,10 @@ class Exporter:
     def __init__(self, config: Config, target: Target, *, web: WebConfig | None = None) -> None:
         self.config = config
         self.web = web
+        # Every token source in use, once each (SIGHUP re-reads them).
+        self.tokens: tuple[Secret, ...] = tuple(
+            {id(t): t for t in (target.token, *(c.token for c in config.credentials))}.values()
+        )
         self.cancel = threading.Event()
         self.metrics = ExporterMetrics()
         self.limiter = RateLimiter(
@@ -145,8 +150,28 @@ class Exporter:
     def ready(self) -> bool:
         return self.store.snapshot.ready
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve and poll until ``stop`` is set, then shut down cleanly."""
+    def reload_tokens(self) -> int:
+        """Re-read every token file now (SIGHUP); returns how many tokens changed."""
+        files = [t for t in self.tokens if isinstance(t, TokenFile)]
+        log.info("SIGHUP received: re-reading the API token files", token_files=len(files))
+        return sum(token.reload() for token in files)
+
+    def _reloader(self, done: threading.Event, reload: threading.Event) -> None:
+        while True:
+            reload.wait()
+            if done.is_set():
+                return
+            reload.clear()
+            try:
+                self.reload_tokens()
+            except Exception:  # a bug here must not end SIGHUP handling
+                log.exception("re-reading the API token files failed")
+
+    def run(self, stop: threading.Event, reload: threading.Event | None = None) -> None:
+        """Serve and poll until ``stop`` is set, then shut down cleanly.
+
+        Each time ``reload`` is set (the CLI sets it on SIGHUP) the token files are re-read.
+        """
         try:
             server = MetricsServer(
                 self.config.listen_host,
@@ -157,7 +182,7 @@ class Exporter:
             )
         except OSError as exc:
             raise StartupError(
-                f"--listen-address/DO_EXPORTER_LISTEN_ADDRESS: cannot listen on "
+                f"--web.listen-address/DO_EXPORTER_LISTEN_ADDRESS: cannot listen on "
                 f"{self.config.listen_address}: {exc.strerror or exc}"
             ) from None
         scheduler = BackgroundScheduler(
@@ -190,10 +215,21 @@ class Exporter:
             accounts=list(self.poller.account_ids) or "discover",
         )
         scheduler.start()
+        done = threading.Event()
+        reloader = None
+        if reload is not None:
+            reloader = threading.Thread(
+                target=self._reloader, args=(done, reload), name="token-reload", daemon=True
+            )
+            reloader.start()
         try:
             stop.wait()
         finally:
             log.info("shutting down")
+            done.set()
+            if reload is not None and reloader is not None:
+                reload.set()  # wakes the reloader, which sees `done` and returns
+                reloader.join(timeout=5)
             self.cancel.set()
             scheduler.shutdown(wait=False)
             server.stop()

@@ -16,6 +16,7 @@ import structlog
 from . import __version__
 from .app import Exporter, StartupError, Target
 from .config import (
+    DEFAULT_API_RESERVE,
     DEFAULT_API_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_RATE_LIMIT,
@@ -45,10 +46,12 @@ examples:
   {PROG} --api-token-file /run/secrets/cf-token   every account the token can read
   {PROG} --account-id 0123456789abcdef0123456789abcdef --interval 120
   {PROG} --once --demo                            poll once, print the metrics, exit
+  {PROG} --config.file /etc/do-exporter/config.yml  several tokens (see the README)
 
 The token needs "Workers Scripts Read" on the accounts to export (Account > Workers
-Scripts > Read). Endpoints: /metrics, /healthz, /readyz, /. Exit status: 0 ok, 1 --once
-poll incomplete, 2 bad configuration."""
+Scripts > Read). A token file is re-read when it changes (checked every 30 s) and on
+SIGHUP. Endpoints: /metrics, /healthz, /readyz, /. Exit status: 0 ok, 1 --once poll
+incomplete, 2 bad configuration, 130 --once interrupted."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,13 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--api-token",
         metavar="TOKEN",
-        help="API token [CLOUDFLARE_API_TOKEN]; prefer --api-token-file: a flag shows in ps",
+        help="API token, 32..256 visible ASCII characters (Cloudflare's are 40) "
+        "[CLOUDFLARE_API_TOKEN]; prefer --api-token-file: a flag shows in ps",
     )
     api.add_argument(
         "--api-token-file",
         metavar="PATH",
-        help="read the API token from a file (Kubernetes/Docker secrets) "
-        "[CLOUDFLARE_API_TOKEN_FILE]",
+        help="read the API token from a file (Kubernetes/Docker secrets; a regular file "
+        "of at most 4 KiB), re-read when it changes and on SIGHUP [CLOUDFLARE_API_TOKEN_FILE]",
+    )
+    api.add_argument(
+        "--config.file",
+        metavar="PATH",
+        dest="config_file",
+        help="YAML file listing several credentials (name, token_file or token_env, "
+        "accounts, api_rate_limit, api_reserve), instead of the token, account and budget "
+        "flags above and below [DO_EXPORTER_CONFIG_FILE]",
     )
     api.add_argument(
         "--account-id",
@@ -98,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "1200 per user for every tool together)",
     )
     api.add_argument(
+        "--api-reserve",
+        metavar="N",
+        help="requests per Cloudflare rate-limit window left to your other tools: the "
+        "exporter sends nothing while Cloudflare says this many or fewer are left "
+        f"[DO_EXPORTER_API_RESERVE] (default {DEFAULT_API_RESERVE}, 20%% of 1200; 0..100000)",
+    )
+    api.add_argument(
         "--api-timeout",
         metavar="SECONDS",
         help=f"read timeout of one API request [DO_EXPORTER_API_TIMEOUT] "
@@ -117,11 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default 300; {DEMO_INTERVAL:g} with --demo)",
     )
     run.add_argument(
-        "--listen-address",
+        "--web.listen-address",
         metavar="HOST:PORT",
+        dest="listen_address",
         help="where to serve /metrics [DO_EXPORTER_LISTEN_ADDRESS] (default :9877, "
         "every interface)",
     )
+    # The spelling before Prometheus' own: still accepted, no longer shown.
+    run.add_argument("--listen-address", dest="listen_address", help=argparse.SUPPRESS)
     run.add_argument(
         "--web.config.file",
         metavar="PATH",
@@ -172,10 +194,20 @@ def parse_options(argv: Sequence[str] | None) -> RawOptions:
         web_config_file=ns.web_config_file,
         once=ns.once,
         demo=ns.demo,
+        api_reserve=ns.api_reserve,
+        config_file=ns.config_file,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers, or during --once
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     raw = parse_options(argv)
     try:
         config = build_config(raw, os.environ, stderr_is_tty=sys.stderr.isatty())
@@ -183,7 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    configure(level=config.log_level, fmt=config.log_format, secrets=[config.api_token.reveal()])
+    configure(
+        level=config.log_level,
+        fmt=config.log_format,
+        secrets=[credential.token for credential in config.credentials],
+    )
     simulator = None
     if config.demo:
         from .simulator import Simulator, demo_scenario
@@ -211,7 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _once(exporter: Exporter) -> int:
-    snapshot = exporter.poll_once()
+    try:
+        snapshot = exporter.poll_once()
+    except KeyboardInterrupt:
+        exporter.cancel.set()  # the poll's workers stop at their next request
+        raise
     sys.stdout.buffer.write(exporter.exposition())
     sys.stdout.flush()
     if snapshot.complete:
@@ -240,7 +280,13 @@ def _serve(exporter: Exporter, config: Config) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    reload = threading.Event()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        reload.set()  # the exporter's reloader thread re-reads the token files and logs
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    exporter.run(stop)
+    signal.signal(signal.SIGHUP, on_hangup)
+    exporter.run(stop, reload)
     return 0

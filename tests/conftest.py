@@ -18,7 +18,8 @@ from do_exporter.simulator import Scenario, Simulator
 
 ACCOUNT_A = "a" * 32
 ACCOUNT_B = "b" * 32
-TOKEN = "test-token-4f9a1c2e7b"
+# 40 characters, like a Cloudflare API token (shorter ones are refused at start-up).
+TOKEN = "test-token-4f9a1c2e7b-0d3e5f6a7b8c9d0e1f"
 
 # Fast retries for tests: the policy's shape is the same, only the delays shrink.
 FAST_RETRY = RetryPolicy(attempts=4, base=0.01, max_backoff=0.05, max_retry_after=5)

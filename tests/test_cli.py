@@ -66,7 +66,7 @@ def test_once_demo_prints_the_demo_scenario() -> None:
 def test_once_exits_1_and_says_why_when_incomplete(make_sim: MakeSim) -> None:
     """A rejected token: exit 1, a summary on stderr, never the token."""
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    bad = "wrong-token-c0ffee"
+    bad = "wrong-token-c0ffee-0123456789abcdefghijkl"  # plausible, but unknown to the API
     result = run(
         "--once",
         "--api-url",
@@ -108,11 +108,11 @@ def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike
     ("args", "env", "needle"),
     [
         ((), {}, "--api-token/CLOUDFLARE_API_TOKEN"),
-        (("--api-token", "t", "--interval", "5"), {}, "--interval/DO_EXPORTER_INTERVAL"),
-        (("--api-token", "t"), {"DO_EXPORTER_LISTEN_ADDRESS": "nope"}, "--listen-address"),
-        (("--api-token", "t", "--account-id", "xyz"), {}, "--account-id"),
+        (("--api-token", TOKEN, "--interval", "5"), {}, "--interval/DO_EXPORTER_INTERVAL"),
+        (("--api-token", TOKEN), {"DO_EXPORTER_LISTEN_ADDRESS": "nope"}, "--web.listen-address"),
+        (("--api-token", TOKEN, "--account-id", "xyz"), {}, "--account-id"),
         (("--api-token-file", "/nonexistent/token"), {}, "--api-token-file"),
-        (("--api-token", "t", "--log-level", "chatty"), {}, "--log-level"),
+        (("--api-token", TOKEN, "--log-level", "chatty"), {}, "--log-level"),
         (("--no-such-flag",), {}, "unrecognized arguments"),
     ],
 )
@@ -136,7 +136,8 @@ def test_port_in_use_is_one_clear_line() -> None:
         port = taken.getsockname()[1]
         result = run("--demo", "--listen-address", f"127.0.0.1:{port}", timeout=30)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("do-exporter: error: --listen-address")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("do-exporter: error: --web.listen-address")
     assert "Traceback" not in result.stderr
 
 
@@ -154,8 +155,12 @@ def test_help_names_every_flag_and_env_var() -> None:
         "CLOUDFLARE_API_URL",
         "--interval",
         "DO_EXPORTER_INTERVAL",
-        "--listen-address",
+        "--web.listen-address",
         "DO_EXPORTER_LISTEN_ADDRESS",
+        "--api-reserve",
+        "DO_EXPORTER_API_RESERVE",
+        "--config.file",
+        "DO_EXPORTER_CONFIG_FILE",
         "--api-rate-limit",
         "DO_EXPORTER_API_RATE_LIMIT",
         "--log-level",
@@ -240,3 +245,73 @@ def test_sigterm_during_a_poll_exits_quickly(make_sim: MakeSim) -> None:
     code, took, err = _stop(proc, signal.SIGTERM)
     assert code == 0 and took < 5, err
     assert TOKEN not in err
+
+
+def test_once_interrupted_by_ctrl_c_exits_130_with_one_line(make_sim: MakeSim) -> None:
+    """SIGINT (Ctrl-C) during a `--once` poll: exit 130, one line, no traceback."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    sim.inject("delay", endpoint="objects", seconds=60, count=None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "do_exporter", "--once", "--api-url", sim.api_url,
+         "--account-id", ACCOUNT_A],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(CLOUDFLARE_API_TOKEN=TOKEN),
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not sim.stats()["requests"].get("objects") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, took, err = _stop(proc, signal.SIGINT)
+    assert code == 130 and took < 5, err
+    assert err.splitlines()[-1] == "do-exporter: interrupted"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert TOKEN not in err
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def test_sighup_reloads_the_token_file(make_sim: MakeSim, tmp_path: os.PathLike[str]) -> None:
+    """SIGHUP re-reads the token file and logs it; the daemon keeps running (no exit 129)."""
+    new = "new-" + TOKEN[4:]
+    sim = make_sim(
+        scenario(
+            {ACCOUNT_A: [ns(1, 10)]},
+            tokens=[{"value": TOKEN, "accounts": "*"}, {"value": new, "accounts": "*"}],
+        )
+    )
+    token_file = os.path.join(tmp_path, "token")
+    with open(token_file, "w") as fh:
+        fh.write(TOKEN + "\n")
+    err_path = os.path.join(tmp_path, "stderr")
+    port = free_port()
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "do_exporter", "--api-url", sim.api_url,
+             "--api-token-file", token_file, "--web.listen-address", f"127.0.0.1:{port}",
+             "--log-format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            text=True,
+            env=clean_env(),
+        )  # fmt: skip
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", proc)
+            with open(token_file, "w") as fh:
+                fh.write(new + "\n")
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while '"API token reloaded"' not in _read(err_path):
+                assert proc.poll() is None, _read(err_path)
+                assert time.monotonic() < deadline, _read(err_path)
+                time.sleep(0.1)
+            assert proc.poll() is None
+        finally:
+            code, _, _ = _stop(proc, signal.SIGTERM)
+    err = _read(err_path)
+    assert code == 0, err
+    assert '"event": "SIGHUP received: re-reading the API token files"' in err
+    assert TOKEN not in err and new not in err

@@ -11,6 +11,12 @@ from do_exporter.config import Config, ConfigError, Secret, build_config
 
 ACC1 = "0123456789abcdef0123456789abcdef"
 ACC2 = "fedcba9876543210fedcba9876543210"
+# 40 characters of [A-Za-z0-9_-], like Cloudflare's API tokens.
+TOK = "tok-0123456789abcdefghijklmnopqrstuvwxyz0"[:40]
+ENVTOK = "env-" + TOK[4:]
+FLAGTOK = "flg-" + TOK[4:]
+FILETOK = "fil-" + TOK[4:]
+SECRETTOK = "supersecret-value-" + TOK[18:]
 
 
 def config(argv: list[str], env: dict[str, str] | None = None, *, tty: bool = False) -> Config:
@@ -27,8 +33,8 @@ def error(argv: list[str], env: dict[str, str] | None = None) -> str:
 
 def test_defaults_follow_the_contract() -> None:
     """With only a token, every other setting takes the documented default."""
-    cfg = config(["--api-token", "tok"])
-    assert cfg.api_token == Secret("tok")
+    cfg = config(["--api-token", TOK])
+    assert cfg.api_token == Secret(TOK)
     assert cfg.account_ids == ()
     assert cfg.api_url == "https://api.cloudflare.com/client/v4"
     assert cfg.interval == 300
@@ -41,13 +47,13 @@ def test_defaults_follow_the_contract() -> None:
 
 def test_log_format_defaults_to_console_on_a_terminal() -> None:
     """Console logs for a person at a terminal, JSON for everything else."""
-    assert config(["--api-token", "t"], tty=True).log_format == "console"
+    assert config(["--api-token", TOK], tty=True).log_format == "console"
 
 
 def test_environment_supplies_every_setting() -> None:
     """Each documented variable sets its value when the flag is absent."""
     env = {
-        "CLOUDFLARE_API_TOKEN": "envtok",
+        "CLOUDFLARE_API_TOKEN": ENVTOK,
         "CLOUDFLARE_ACCOUNT_ID": f"{ACC1}, {ACC2},",
         "CLOUDFLARE_API_URL": "http://127.0.0.1:8080/client/v4/",
         "DO_EXPORTER_INTERVAL": "60",
@@ -59,7 +65,7 @@ def test_environment_supplies_every_setting() -> None:
         "DO_EXPORTER_MAX_CONCURRENCY": "4",
     }
     cfg = config([], env)
-    assert cfg.api_token.reveal() == "envtok"
+    assert cfg.api_token.reveal() == ENVTOK
     assert cfg.account_ids == (ACC1, ACC2)
     assert cfg.api_url == "http://127.0.0.1:8080/client/v4"
     assert cfg.interval == 60
@@ -74,12 +80,12 @@ def test_environment_supplies_every_setting() -> None:
 def test_flags_win_over_environment() -> None:
     """A flag beats its environment variable."""
     env = {
-        "CLOUDFLARE_API_TOKEN": "envtok",
+        "CLOUDFLARE_API_TOKEN": ENVTOK,
         "DO_EXPORTER_INTERVAL": "60",
         "CLOUDFLARE_ACCOUNT_ID": ACC2,
     }
-    cfg = config(["--api-token", "flagtok", "--interval", "30", "--account-id", ACC1], env)
-    assert cfg.api_token.reveal() == "flagtok"
+    cfg = config(["--api-token", FLAGTOK, "--interval", "30", "--account-id", ACC1], env)
+    assert cfg.api_token.reveal() == FLAGTOK
     assert cfg.interval == 30
     assert cfg.account_ids == (ACC1,)
 
@@ -87,7 +93,7 @@ def test_flags_win_over_environment() -> None:
 def test_account_id_flag_repeats_and_deduplicates() -> None:
     """--account-id may be given several times; duplicates collapse."""
     cfg = config(
-        ["--api-token", "t", "--account-id", ACC1, "--account-id", ACC2, "--account-id", ACC1]
+        ["--api-token", TOK, "--account-id", ACC1, "--account-id", ACC2, "--account-id", ACC1]
     )
     assert cfg.account_ids == (ACC1, ACC2)
 
@@ -95,9 +101,9 @@ def test_account_id_flag_repeats_and_deduplicates() -> None:
 def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
     """The token file's trailing newline (as editors and kubectl write it) is dropped."""
     path = tmp_path / "token"
-    path.write_text("filetok\n")
-    assert config(["--api-token-file", str(path)]).api_token.reveal() == "filetok"
-    assert config([], {"CLOUDFLARE_API_TOKEN_FILE": str(path)}).api_token.reveal() == "filetok"
+    path.write_text(FILETOK + "\n")
+    assert config(["--api-token-file", str(path)]).api_token.reveal() == FILETOK
+    assert config([], {"CLOUDFLARE_API_TOKEN_FILE": str(path)}).api_token.reveal() == FILETOK
 
 
 def test_demo_needs_no_token_and_polls_faster() -> None:
@@ -117,16 +123,16 @@ def test_demo_needs_no_token_and_polls_faster() -> None:
 )
 def test_listen_address_forms(value: str, host: str, port: int) -> None:
     """HOST:PORT with an empty host, IPv4, bracketed IPv6 or a name."""
-    cfg = config(["--api-token", "t", "--listen-address", value])
+    cfg = config(["--api-token", TOK, "--listen-address", value])
     assert (cfg.listen_host, cfg.listen_port) == (host, port)
 
 
 def test_repr_never_shows_the_token() -> None:
     """repr and str of the config hide the token."""
-    cfg = config(["--api-token", "supersecret-value"])
-    assert "supersecret-value" not in repr(cfg)
-    assert "supersecret-value" not in str(cfg)
-    assert "supersecret-value" not in f"{cfg.api_token}"
+    cfg = config(["--api-token", SECRETTOK])
+    assert SECRETTOK not in repr(cfg)
+    assert SECRETTOK not in str(cfg)
+    assert SECRETTOK not in f"{cfg.api_token}"
 
 
 # -- one case per failure ---------------------------------------------------------------
@@ -149,7 +155,7 @@ def test_unreadable_token_file(tmp_path: Path) -> None:
 
 
 def test_token_and_token_file_together(tmp_path: Path) -> None:
-    assert "only one" in error(["--api-token", "a", "--api-token-file", str(tmp_path)])
+    assert "only one" in error(["--api-token", TOK, "--api-token-file", str(tmp_path)])
 
 
 @pytest.mark.parametrize("token", ["abc def", "abc\tdef", "abc€def", "abc\x00def"])
@@ -163,47 +169,105 @@ def test_raw_options_repr_hides_the_token() -> None:
 
 
 def test_interval_above_a_day() -> None:
-    assert "above the maximum of 86400" in error(["--api-token", "t", "--interval", "1e15"])
+    assert "above the maximum of 86400" in error(["--api-token", TOK, "--interval", "1e15"])
 
 
 def test_malformed_account_id() -> None:
-    message = error(["--api-token", "t", "--account-id", "not-an-id"])
-    assert message.startswith("--account-id: 'not-an-id' is not a Cloudflare account id")
+    message = error(["--api-token", TOK, "--account-id", "not-an-id"])
+    assert message.startswith("--account-id: value 1 is not a Cloudflare account id")
+    assert "not 32 lowercase hex characters (value not shown)" in message
+    assert "not-an-id" not in message
 
 
 def test_malformed_account_id_from_env() -> None:
-    message = error([], {"CLOUDFLARE_API_TOKEN": "t", "CLOUDFLARE_ACCOUNT_ID": f"{ACC1},xyz"})
-    assert message.startswith("CLOUDFLARE_ACCOUNT_ID: 'xyz'")
+    message = error([], {"CLOUDFLARE_API_TOKEN": TOK, "CLOUDFLARE_ACCOUNT_ID": f"{ACC1},xyz"})
+    assert message.startswith("CLOUDFLARE_ACCOUNT_ID: value 2 is not")
+    assert "xyz" not in message
+
+
+def test_token_given_as_account_id_is_not_echoed() -> None:
+    """A token pasted into --account-id by mistake stays out of the error message."""
+    message = error(["--api-token", TOK, "--account-id", SECRETTOK])
+    assert SECRETTOK not in message and SECRETTOK[20:] not in message
+    assert "(value not shown)" in message
 
 
 @pytest.mark.parametrize("value", ["9", "0", "-5"])
 def test_interval_below_ten_seconds(value: str) -> None:
-    assert "below the minimum of 10" in error(["--api-token", "t", "--interval", value])
+    assert "below the minimum of 10" in error(["--api-token", TOK, "--interval", value])
 
 
 @pytest.mark.parametrize("value", ["soon", "nan", "inf"])
 def test_interval_not_a_number(value: str) -> None:
-    assert "--interval/DO_EXPORTER_INTERVAL" in error(["--api-token", "t", "--interval", value])
+    assert "--interval/DO_EXPORTER_INTERVAL" in error(["--api-token", TOK, "--interval", value])
 
 
 @pytest.mark.parametrize("value", ["9877", "host", ":0", ":70000", "[::1:9", "a b:1"])
 def test_bad_listen_address(value: str) -> None:
-    message = error(["--api-token", "t", "--listen-address", value])
-    assert message.startswith("--listen-address/DO_EXPORTER_LISTEN_ADDRESS")
+    message = error(["--api-token", TOK, "--listen-address", value])
+    assert message.startswith("--web.listen-address/DO_EXPORTER_LISTEN_ADDRESS")
 
 
 def test_unknown_log_level() -> None:
-    assert "unknown level 'loud'" in error(["--api-token", "t", "--log-level", "loud"])
+    assert "unknown level 'loud'" in error(["--api-token", TOK, "--log-level", "loud"])
 
 
 def test_unknown_log_format() -> None:
-    assert "unknown format 'xml'" in error(["--api-token", "t", "--log-format", "xml"])
+    assert "unknown format 'xml'" in error(["--api-token", TOK, "--log-format", "xml"])
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "100001"])
 def test_bad_rate_limit(value: str) -> None:
-    assert "--api-rate-limit" in error(["--api-token", "t", "--api-rate-limit", value])
+    assert "--api-rate-limit" in error(["--api-token", TOK, "--api-rate-limit", value])
 
 
 def test_bad_api_url() -> None:
-    assert "is not an http(s) URL" in error(["--api-token", "t", "--api-url", "ftp://x"])
+    assert "is not an http(s) URL" in error(["--api-token", TOK, "--api-url", "ftp://x"])
+
+
+def test_api_reserve_default_env_and_flag() -> None:
+    """--api-reserve: 240 by default (20% of 1,200), from its variable, the flag wins."""
+    assert config(["--api-token", TOK]).api_reserve == 240
+    env = {"DO_EXPORTER_API_RESERVE": "100"}
+    assert config(["--api-token", TOK], env).api_reserve == 100
+    assert config(["--api-token", TOK, "--api-reserve", "0"], env).api_reserve == 0
+    assert config(["--api-token", TOK, "--api-reserve", "0"]).credentials[0].api_reserve == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "1.5", "some"])
+def test_bad_api_reserve(value: str) -> None:
+    message = error(["--api-token", TOK, "--api-reserve", value])
+    assert message.startswith("--api-reserve/DO_EXPORTER_API_RESERVE: ")
+
+
+def test_web_listen_address_and_its_old_spelling() -> None:
+    """--web.listen-address is the spelling; --listen-address still works."""
+    new = config(["--api-token", TOK, "--web.listen-address", "127.0.0.1:9100"])
+    old = config(["--api-token", TOK, "--listen-address", "127.0.0.1:9100"])
+    assert (new.listen_host, new.listen_port) == (old.listen_host, old.listen_port)
+    assert (new.listen_host, new.listen_port) == ("127.0.0.1", 9100)
+
+
+def test_help_shows_only_the_new_listen_spelling() -> None:
+    from do_exporter.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "--web.listen-address" in text
+    assert " --listen-address" not in text and "[--listen-address" not in text
+
+
+@pytest.mark.parametrize("length", [1, 31, 257])
+def test_implausible_token_length(length: int) -> None:
+    """A token outside 32..256 characters is refused, and not shown."""
+    message = error(["--api-token", "k" * length])
+    assert "not 32..256 characters long" in message and "kkkk" not in message
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_token_file_that_is_a_device(source: str) -> None:
+    """/dev/zero is refused without being read, by flag or variable."""
+    if source == "flag":
+        message = error(["--api-token-file", "/dev/zero"])
+    else:
+        message = error([], {"CLOUDFLARE_API_TOKEN_FILE": "/dev/zero"})
+    assert message.endswith("cannot read token file '/dev/zero': not a regular file")

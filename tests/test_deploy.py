@@ -38,7 +38,8 @@ def help_text() -> str:
 
 
 def known_flags() -> set[str]:
-    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", help_text()))
+    # Dotted flags too (--web.listen-address, --config.file), Prometheus' spelling.
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*(?:\.[a-z][a-z-]*)*", help_text()))
 
 
 def known_env() -> set[str]:
@@ -52,7 +53,7 @@ def assert_flags_exist(args: list[str]) -> None:
 
 def test_help_lists_the_contract() -> None:
     """The CLI contract the deploy files rely on is what `--help` shows."""
-    assert {"--api-token-file", "--listen-address", "--demo", "--interval", "--once"} <= (
+    assert {"--api-token-file", "--web.listen-address", "--demo", "--interval", "--once"} <= (
         known_flags()
     )
     assert {"CLOUDFLARE_API_TOKEN_FILE", "CLOUDFLARE_API_TOKEN", "DO_EXPORTER_LISTEN_ADDRESS"} <= (
@@ -121,7 +122,7 @@ def test_compose_stack_fits_together() -> None:
     command = exporter["command"]
     assert_flags_exist(command)
     assert "--demo" in command
-    assert command[command.index("--listen-address") + 1] == "0.0.0.0:9877"
+    assert command[command.index("--web.listen-address") + 1] == "0.0.0.0:9877"
     for port in exporter["ports"] + services["prometheus"]["ports"] + services["grafana"]["ports"]:
         assert port.startswith("127.0.0.1:"), "publish on loopback only"
     prom = services["prometheus"]

@@ -84,7 +84,7 @@ def scenario() -> Scenario:
     return Scenario.from_dict(
         {
             "seed": 11,
-            "tokens": [{"value": "e2e-token-5d1c0a", "accounts": "*"}],
+            "tokens": [{"value": "e2e-token-5d1c0a-0123456789abcdefghijklm", "accounts": "*"}],
             "accounts": [
                 {
                     "id": ACCOUNT_A,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import structlog
 
-from do_exporter.logs import REDACTED, configure
+from do_exporter.config import TokenFile
+from do_exporter.logs import REDACTED, RedactSecrets, configure
 
-SECRET = "tok-3a9f0c1b2d"
+SECRET = "tok-3a9f0c1b2d-5e6f7a8b9c0d1e2f3a4b5c6d7"  # 40 characters, like a real token
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +59,37 @@ def test_level_filters_debug() -> None:
     structlog.get_logger("t").info("quiet")
     structlog.get_logger("t").warning("loud")
     assert [json.loads(x)["event"] for x in buf.getvalue().splitlines()] == ["loud"]
+
+
+def test_redaction_is_exact_and_leaves_words_alone() -> None:
+    """Only the whole token is replaced: ordinary words around it are untouched."""
+    buf = io.StringIO()
+    configure(level="info", fmt="json", secrets=[SECRET], stream=buf)
+    structlog.get_logger("t").info("connection reset", detail=f"x{SECRET}y", half=SECRET[:20])
+    [line] = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert line["event"] == "connection reset"
+    assert line["detail"] == f"x{REDACTED}y"
+    assert line["half"] == SECRET[:20]  # not the token: a prefix of it is left as it is
+
+
+@pytest.mark.parametrize("short", ["t", "tok-3a9f0c1b2d", "x" * 31])
+def test_short_secrets_are_refused(short: str) -> None:
+    """A secret under 32 characters cannot be redacted without mangling other text."""
+    with pytest.raises(ValueError, match="shorter than 32"):
+        RedactSecrets([short])
+
+
+def test_a_rotated_token_is_redacted_too(tmp_path: Path) -> None:
+    """A token file's new value is redacted from the moment it is read, the old one still."""
+    path = tmp_path / "token"
+    path.write_text(SECRET)
+    token = TokenFile(str(path), clock=lambda: 0.0)
+    buf = io.StringIO()
+    configure(level="info", fmt="json", secrets=[token], stream=buf)
+    new = "new-" + SECRET[4:]
+    path.write_text(new + "\n\n")
+    token.reload()
+    structlog.get_logger("t").info("both", old=SECRET, new=new)
+    out = buf.getvalue()
+    assert SECRET not in out and new not in out
+    assert json.loads(out.splitlines()[-1])["new"] == REDACTED

@@ -467,7 +467,7 @@ def test_huge_retry_after_does_not_break_later_requests(value: str) -> None:
 
 def test_number_with_a_newline_is_refused_in_one_line() -> None:
     """`--interval '5\\n'` is refused with a one-line message."""
-    raw = parse_options(["--api-token", "t", "--interval", "5\n"])
+    raw = parse_options(["--api-token", "x" * 40, "--interval", "5\n"])
     with pytest.raises(ConfigError) as info:
         build_config(raw, {}, stderr_is_tty=False)
     assert "\n" not in str(info.value)

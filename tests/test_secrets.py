@@ -9,6 +9,7 @@ for the token, and for its distinctive second half (a partial leak counts too).
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -18,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+import structlog
 
 from do_exporter.app import Exporter, Target
 from do_exporter.cli import parse_options
 from do_exporter.cloudflare import CloudflareAPIError
-from do_exporter.config import Config, build_config
+from do_exporter.config import Config, ConfigError, build_config
+from do_exporter.logs import configure
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
 from tests.test_cli import clean_env, free_port
@@ -146,13 +149,18 @@ def test_token_is_not_in_help_or_config_errors() -> None:
 
 
 def test_reprs_hide_the_token(tmp_path: Path) -> None:
-    """repr and str of the config, its token, the target, the client and its errors."""
+    """repr and str of the config, its credentials, token sources, target, client, errors."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(
+        "credentials:\n  - {name: a, token_file: token}\n  - {name: b, token_env: CF_B}\n"
+    )
     for argv, env in (
         (["--api-token", TOKEN], {}),
         (["--api-token-file", str(token_file)], {}),
         ([], {"CLOUDFLARE_API_TOKEN": TOKEN}),
+        (["--config.file", str(config_file)], {"CF_B": TOKEN}),
     ):
         config = build_config(parse_options(argv), env, stderr_is_tty=False)
         assert config.api_token.reveal() == TOKEN
@@ -165,6 +173,8 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
                 "target": target,
                 "client": exporter.client,
                 "session headers": exporter.session.headers,
+                "credentials": config.credentials,
+                "token sources": exporter.tokens,
             }.items():
                 assert_no_token(f"repr({name})", repr(obj))
                 assert_no_token(f"str({name})", str(obj))
@@ -175,3 +185,56 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
         "request failed", endpoint="objects", kind="api", status=403, codes=(10000,)
     )
     assert_no_token("an API error", f"{error!s} {error!r}")
+
+
+def test_config_errors_never_echo_a_token(tmp_path: Path) -> None:
+    """A token given as an account id, inline in the config file or in its accounts list."""
+    config_file = tmp_path / "config.yml"
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["--api-token", TOKEN, "--account-id", TOKEN], {}, ""),
+        ([], {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_ACCOUNT_ID": TOKEN}, ""),
+        (
+            ["--config.file", str(config_file)],
+            {},
+            f"credentials:\n  - {{name: a, token: {TOKEN}}}\n",
+        ),
+        (
+            ["--config.file", str(config_file)],
+            {"X": TOKEN},
+            f"credentials:\n  - {{name: a, token_env: X, accounts: [{TOKEN}]}}\n",
+        ),
+        (
+            ["--config.file", str(config_file)],
+            {"X": TOKEN[:20]},
+            "credentials: [{name: a, token_env: X}]",
+        ),
+    ]
+    for argv, env, text in cases:
+        config_file.write_text(text)
+        try:
+            build_config(parse_options(argv), env, stderr_is_tty=False)
+        except ConfigError as exc:
+            assert_no_token(f"the error for {argv} {sorted(env)}", str(exc))
+            assert_no_token("the error", (TOKEN[:20] in str(exc) and TOKEN) or "")
+        else:
+            raise AssertionError(f"accepted: {argv}")
+
+
+def test_a_rotated_token_stays_out_of_the_logs(tmp_path: Path) -> None:
+    """After a token file rotates, the new token is redacted as well as the old one."""
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    config = build_config(parse_options(["--api-token-file", str(path)]), {}, stderr_is_tty=False)
+    stream = io.StringIO()
+    configure(
+        level="debug", fmt="json", secrets=[c.token for c in config.credentials], stream=stream
+    )
+    new = "new-" + TOKEN[4:]
+    path.write_text(new)
+    assert config.api_token.reload()
+    structlog.get_logger("t").error("oops", header=f"Bearer {new}", old=f"Bearer {TOKEN}")
+    assert config.api_token.reveal() == new
+    out = stream.getvalue()
+    assert "API token reloaded" in out
+    assert_no_token("logs after rotation", out)
+    assert new not in out and new[len(new) // 2 :] not in out
