@@ -41,7 +41,8 @@ MAX_LIST_PAGES = 100  # page-number lists: an account holds at most ~500 namespa
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
 MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# 501 (not implemented) and 505 (HTTP version not supported) never succeed on a retry.
+RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600)) - {501, 505}
 
 # Error codes for api_errors_total when Cloudflare gave none.
 TRANSPORT = "transport"
@@ -145,6 +146,11 @@ class RetryPolicy:
 # Pure parsing: bytes and headers in, data or CloudflareAPIError out.
 
 
+# What decoding a body can raise: msgspec's errors, RecursionError for deeply nested JSON
+# (msgspec recurses), ValueError (UnicodeDecodeError among them). All mean "unusable body".
+_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError)
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     result: Any
@@ -162,7 +168,7 @@ def parse_envelope(endpoint: str, status: int, body: bytes, cf_ray: str | None =
     """Decode a v4 envelope; raise :class:`CloudflareAPIError` unless it is a success."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.MsgspecError:
+    except _DECODE_ERRORS:
         doc = None
     if not isinstance(doc, dict):
         kind = "http" if status >= 400 else INVALID_RESPONSE
@@ -270,15 +276,17 @@ _OBJECTS_DECODER = msgspec.json.Decoder(_ObjectsEnvelope)
 def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> ObjectsPage:
     """Count one page of objects and find the next cursor.
 
-    The next cursor is ``result_info.cursor`` (the spec, the seed, Cloudflare's emulator) or
-    else ``result_info.cursors.after`` (the current SDKs). A page without ``result_info``
-    cannot say whether more pages follow, so it is an invalid response, never a short count.
+    The next cursor is ``result_info.cursors.after`` (what Cloudflare's current SDKs read)
+    when it is a non-empty string, else ``result_info.cursor`` (the spec, the seed,
+    Cloudflare's emulator); when both are present and differ, ``cursors.after`` wins. A page
+    without ``result_info`` cannot say whether more pages follow, so it is an invalid
+    response, never a short count.
     """
     page: _ObjectsEnvelope | None = None
     if status < 400:
         try:
             page = _OBJECTS_DECODER.decode(body)
-        except msgspec.MsgspecError:
+        except _DECODE_ERRORS:
             page = None
     if page is None or page.success is not True or page.result is None:
         # Not the happy path: decode generically for the precise error.
@@ -301,7 +309,7 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
         )
     with_data = sum(1 for item in page.result if item.hasStoredData is True)
     info = page.result_info
-    cursor = info.cursor or (info.cursors.after if info.cursors else None) or None
+    cursor = (info.cursors.after if info.cursors else None) or info.cursor or None
     return ObjectsPage(len(page.result), with_data, cursor)
 
 
@@ -584,6 +592,16 @@ class CloudflareClient:
                 except CloudflareAPIError as exc:
                     error = exc
                     error.retry_after = retry_after
+                except Exception as exc:
+                    # Whatever else a body makes a parser raise, it is a body we cannot use:
+                    # it must fail this request, never escape the client.
+                    error = CloudflareAPIError(
+                        f"unparseable response ({type(exc).__name__})",
+                        endpoint=endpoint,
+                        kind=INVALID_RESPONSE,
+                        status=status,
+                        cf_ray=cf_ray,
+                    )
             for code in error.error_codes:
                 self._observer.api_error(endpoint, code)
             delay = self._retry_delay(error, attempt)

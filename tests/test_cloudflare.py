@@ -28,7 +28,8 @@ from tests.conftest import FAST_RETRY
 BASE = "https://api.test/client/v4"
 ACC = "0123456789abcdef0123456789abcdef"
 NS_URL = f"{BASE}/accounts/{ACC}/workers/durable_objects/namespaces"
-OBJ_URL = f"{NS_URL}/nsid/objects"
+NSID = "b" * 32
+OBJ_URL = f"{NS_URL}/{NSID}/objects"
 TOKEN = "tok-very-secret-123"
 
 
@@ -196,18 +197,35 @@ def test_objects_walk_every_cursor_shape(
             {"json": env(objects(7), info(""))},
         ],
     )
-    count = client.count_objects(ACC, "nsid")
+    count = client.count_objects(ACC, NSID)
     assert (count.objects, count.with_stored_data, count.pages) == (20_007, 5000 + 2500 + 4, 3)
     history = requests_mock.request_history
     assert [r.qs.get("cursor") for r in history] == [None, ["c1"], ["c2"]]
     assert all(r.qs["limit"] == ["10000"] for r in history)
 
 
+def test_objects_cursors_after_wins_over_a_different_cursor(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
+    """When result_info.cursor and cursors.after differ, cursors.after is followed (what the
+    current SDKs read); an empty cursors.after falls back to cursor."""
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"json": env(objects(2), {"cursor": "old", "cursors": {"after": "new"}})},
+            {"json": env(objects(2), {"cursor": "c2", "cursors": {"after": ""}})},
+            {"json": env(objects(2), {"cursor": "", "cursors": {"after": ""}})},
+        ],
+    )
+    assert client.count_objects(ACC, NSID).objects == 6
+    assert [r.qs.get("cursor") for r in requests_mock.request_history] == [None, ["new"], ["c2"]]
+
+
 def test_objects_empty_namespace_is_one_request(
     client: CloudflareClient, requests_mock: Any
 ) -> None:
     requests_mock.get(OBJ_URL, json=env([], {"cursor": ""}))
-    assert client.count_objects(ACC, "nsid").objects == 0
+    assert client.count_objects(ACC, NSID).objects == 0
     assert requests_mock.call_count == 1
 
 
@@ -222,7 +240,7 @@ def test_objects_empty_page_ends_walk_despite_cursor(
             {"json": env([], {"cursor": "c2"})},
         ],
     )
-    assert client.count_objects(ACC, "nsid").objects == 3
+    assert client.count_objects(ACC, NSID).objects == 3
     assert requests_mock.call_count == 2
 
 
@@ -237,7 +255,7 @@ def test_objects_repeated_cursor_is_an_error(client: CloudflareClient, requests_
         ],
     )
     with pytest.raises(CloudflareAPIError, match="repeated a cursor"):
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert requests_mock.call_count == 3
 
 
@@ -254,7 +272,7 @@ def test_objects_walk_is_bounded(metrics: ExporterMetrics, requests_mock: Any) -
     )
     requests_mock.get(OBJ_URL, json=lambda r, c: env(objects(1), {"cursor": f"c{next(counter)}"}))
     with pytest.raises(CloudflareAPIError, match="more than 5 pages"):
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert requests_mock.call_count == 5
     assert api_errors(metrics, "objects", "invalid_response") == 1
 
@@ -265,7 +283,7 @@ def test_objects_missing_result_info_is_invalid(
     """Without result_info nobody can tell whether more pages follow: an error, not a count."""
     requests_mock.get(OBJ_URL, json=env(objects(10)))
     with pytest.raises(CloudflareAPIError) as info:
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert info.value.kind == "invalid_response"
     assert requests_mock.call_count == 1
 
@@ -288,7 +306,7 @@ def test_429_with_retry_after_pauses_then_succeeds(
             {"json": env(objects(4), {"cursor": ""})},
         ],
     )
-    assert client.count_objects(ACC, "nsid").objects == 4
+    assert client.count_objects(ACC, NSID).objects == 4
     assert limiter.paused_for() == 0  # the pause was waited out by the retry
     assert api_requests(metrics, "objects", "429") == 1
     assert api_errors(metrics, "objects", "971") == 1
@@ -323,6 +341,18 @@ def test_transport_error_retried_then_gives_up(
     assert info.value.kind == "transport"
     assert requests_mock.call_count == FAST_RETRY.attempts
     assert api_requests(metrics, "namespaces", "transport") == FAST_RETRY.attempts
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_not_implemented_is_not_retried(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any, status: int
+) -> None:
+    """501 and 505 never succeed on a retry: one attempt, one error."""
+    requests_mock.get(NS_URL, status_code=status, text="<html>no</html>")
+    with pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert (info.value.kind, info.value.status) == ("http", status)
+    assert requests_mock.call_count == 1
 
 
 @pytest.mark.parametrize(("status", "code"), [(403, 10000), (401, 9106), (404, 10066), (400, 7003)])
@@ -365,15 +395,23 @@ def test_success_false_with_200_is_an_api_error(
         b'{"success": true, "result": {"id": 1}, "result_info": {}}',
         b'{"success": true, "result": [1, 2], "result_info": {}}',
         b'{"success": true, "result": [], "result_info": []}',
+        b"[" * 100_000,  # RecursionError out of msgspec
+        b'{"success": true, "result": [], "result_info": ' + b"[" * 100_000,
+        b'{"success": true, "result": [], "result_info": {"cursor": "\xff\xfe"}}',
     ],
 )
 def test_unusable_bodies_are_invalid_responses(
     client: CloudflareClient, requests_mock: Any, body: bytes
 ) -> None:
-    """Truncated JSON, wrong types and bad result_info end as CloudflareAPIError."""
+    """Truncated JSON, wrong types, bad result_info, JSON nested deeper than the decoder
+    recurses and invalid UTF-8 end as CloudflareAPIError, on both endpoints."""
     requests_mock.get(OBJ_URL, content=body)
+    requests_mock.get(NS_URL, content=body)
     with pytest.raises(CloudflareAPIError) as info:
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
+    assert info.value.kind == "invalid_response"
+    with pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
     assert info.value.kind == "invalid_response"
 
 
