@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeGuard, TypeVar
 
 import msgspec
 import requests
@@ -37,12 +37,20 @@ _T = TypeVar("_T")
 NAMESPACES_PER_PAGE = 1000  # the API's maximum
 ACCOUNTS_PER_PAGE = 50  # the API's maximum for /accounts
 OBJECTS_PER_PAGE = 10_000  # the API's maximum
-MAX_LIST_PAGES = 100  # page-number lists: an account holds at most ~500 namespaces
+MAX_LIST_PAGES = 100  # namespaces: 100,000 at 1,000 a page (an account holds at most ~500)
+MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
 MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
 # 501 (not implemented) and 505 (HTTP version not supported) never succeed on a retry.
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600)) - {501, 505}
+
+# Label values from the API (namespace name, class, script; account name) are cut to this
+# many characters, the marker included, so one odd answer cannot bloat every scrape.
+MAX_LABEL_VALUE = 1024
+TRUNCATED_MARKER = "...[truncated]"
+# Account and namespace ids as the API gives them; only these go into a request path.
+_ID = re.compile(r"[0-9a-f]{32}")
 
 # Error codes for api_errors_total when Cloudflare gave none.
 TRANSPORT = "transport"
@@ -58,6 +66,8 @@ class RequestObserver(Protocol):
 
     def ratelimit_remaining(self, remaining: int) -> None: ...
 
+    def label_truncated(self) -> None: ...
+
 
 class _NullObserver:
     def request_finished(self, endpoint: str, code: str, seconds: float) -> None:
@@ -67,6 +77,9 @@ class _NullObserver:
         pass
 
     def ratelimit_remaining(self, remaining: int) -> None:
+        pass
+
+    def label_truncated(self) -> None:
         pass
 
 
@@ -229,15 +242,39 @@ def _result_list(endpoint: str, env: Envelope, status: int) -> list[dict[str, An
     return result
 
 
-def parse_namespace(item: Mapping[str, Any]) -> Namespace | None:
-    """A namespace from one list item, or None when it has no usable id."""
+def is_api_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an account or namespace id as the API writes them (32 hex)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def cap_label(value: str) -> tuple[str, bool]:
+    """``value`` cut to :data:`MAX_LABEL_VALUE` characters (ending in
+    :data:`TRUNCATED_MARKER` when cut), and whether it was cut."""
+    if len(value) <= MAX_LABEL_VALUE:
+        return value, False
+    return value[: MAX_LABEL_VALUE - len(TRUNCATED_MARKER)] + TRUNCATED_MARKER, True
+
+
+def parse_namespace(
+    item: Mapping[str, Any], truncated: Callable[[], None] | None = None
+) -> Namespace | None:
+    """A namespace from one list item, or None when its id is not 32 lowercase hex.
+
+    Text fields longer than :data:`MAX_LABEL_VALUE` are cut (see :func:`cap_label`);
+    ``truncated`` is called once for each value cut.
+    """
     ns_id = item.get("id")
-    if not isinstance(ns_id, str) or not ns_id:
+    if not is_api_id(ns_id):
         return None
 
     def text(key: str) -> str | None:
         value = item.get(key)
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        value, cut = cap_label(value)
+        if cut and truncated is not None:
+            truncated()
+        return value
 
     sqlite = item.get("use_sqlite")
     return Namespace(
@@ -426,29 +463,46 @@ class CloudflareClient:
     # -- public API -----------------------------------------------------------------------
 
     def list_accounts(self) -> list[Account]:
-        """Every account the token can read (``GET /accounts``)."""
+        """Every account the token can read (``GET /accounts``), de-duplicated by id.
+
+        Items whose id is not 32 lowercase hex are skipped (one warning, one
+        ``invalid_response`` error counted per list); names are capped like label values.
+        """
         accounts: list[Account] = []
-        for item in self._pages("accounts", "/accounts", ACCOUNTS_PER_PAGE, {}):
+        skipped = 0
+        for item in self._pages("accounts", "/accounts", ACCOUNTS_PER_PAGE, MAX_ACCOUNT_PAGES, {}):
             acc_id = item.get("id")
-            if isinstance(acc_id, str) and acc_id:
-                name = item.get("name")
-                accounts.append(Account(acc_id, name if isinstance(name, str) else ""))
+            if not is_api_id(acc_id):
+                skipped += 1
+                continue
+            name = item.get("name")
+            name, cut = cap_label(name) if isinstance(name, str) else ("", False)
+            if cut:
+                self._observer.label_truncated()
+            accounts.append(Account(acc_id, name))
+        self._note_skipped("accounts", skipped, {})
         return accounts
 
     def list_namespaces(self, account_id: str) -> list[Namespace]:
-        """Every Durable Objects namespace of an account, page by page, de-duplicated."""
-        path = f"/accounts/{account_id}/workers/durable_objects/namespaces"
+        """Every Durable Objects namespace of an account, page by page, de-duplicated by id.
+
+        Items whose id is missing or not 32 lowercase hex are skipped (one warning, one
+        ``invalid_response`` error counted per list); text fields are capped at
+        :data:`MAX_LABEL_VALUE` characters.
+        """
         context = {"account_id": account_id}
+        path = f"/accounts/{self._path_id('namespaces', account_id, context)}"
+        path += "/workers/durable_objects/namespaces"
         result: list[Namespace] = []
         skipped = 0
-        for item in self._pages("namespaces", path, NAMESPACES_PER_PAGE, context):
-            ns = parse_namespace(item)
+        pages = self._pages("namespaces", path, NAMESPACES_PER_PAGE, MAX_LIST_PAGES, context)
+        for item in pages:
+            ns = parse_namespace(item, self._observer.label_truncated)
             if ns is None:
                 skipped += 1
             else:
                 result.append(ns)
-        if skipped:
-            log.warning("namespaces without an id ignored", account_id=account_id, count=skipped)
+        self._note_skipped("namespaces", skipped, context)
         return result
 
     def count_objects(
@@ -456,16 +510,24 @@ class CloudflareClient:
         account_id: str,
         namespace_id: str,
         progress: Callable[[int], None] | None = None,
+        max_pages: int | None = None,
     ) -> ObjectCount:
         """Walk every page of a namespace's objects, keeping only the counts.
 
         Memory stays flat: one page at a time (the loop guard keeps an 8-byte hash per
         page, about 8 MB at the page cap). A cursor seen before (a server that repeats
         itself) or more than ``max_object_pages`` pages ends the walk with an error rather
-        than a loop or a partial count. ``progress`` is called with the pages read so far.
+        than a loop or a partial count; ``max_pages`` overrides that bound for this walk
+        (e.g. one derived from the namespace's last known size). ``progress`` is called with
+        the pages read so far.
         """
-        path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
         context = {"account_id": account_id, "namespace_id": namespace_id}
+        path = (
+            f"/accounts/{self._path_id('objects', account_id, context)}"
+            "/workers/durable_objects/namespaces/"
+            f"{self._path_id('objects', namespace_id, context)}/objects"
+        )
+        limit = self._max_object_pages if max_pages is None else max_pages
         objects = with_data = pages = 0
         cursor: str | None = None
         seen: set[int] = set()
@@ -484,40 +546,52 @@ class CloudflareClient:
             digest = int.from_bytes(hashlib.blake2b(page.cursor.encode(), digest_size=8).digest())
             if digest in seen:
                 self._fail_walk("objects", "the API repeated a cursor (loop guard)", context)
-            if pages >= self._max_object_pages:
-                self._fail_walk(
-                    "objects", f"more than {self._max_object_pages} pages (walk guard)", context
-                )
+            if pages >= limit:
+                self._fail_walk("objects", f"more than {limit} pages (walk guard)", context)
             seen.add(digest)
             cursor = page.cursor
 
     # -- pagination -----------------------------------------------------------------------
 
     def _pages(
-        self, endpoint: str, path: str, per_page: int, context: Mapping[str, str]
+        self,
+        endpoint: str,
+        path: str,
+        per_page: int,
+        max_pages: int,
+        context: Mapping[str, str],
     ) -> Iterator[dict[str, Any]]:
         """Yield the items of a page-number list, de-duplicated by ``id``.
 
-        Stops at ``result_info.total_pages`` when the API gives it; without it, when
-        ``result_info.total_count`` items were seen; without either, on a short or empty
-        page (short against the page size the server says it used, which may be smaller
-        than the one asked for). A page with nothing new while more are announced (a server
-        ignoring ``page``) is an error, not a short list; :data:`MAX_LIST_PAGES` guards
-        against endless lists.
+        Where the list ends is judged by position (items received, whatever their ids): at
+        ``result_info.total_pages`` when the API gives it; without it, once
+        ``result_info.total_count`` items were received; without either, on a short or
+        empty page (short against the page size the server says it used, which may be
+        smaller than the one asked for). De-duplication is separate: an id seen before, on
+        this page or an earlier one, is dropped; items without a string id are passed on
+        for the caller to judge. A page that is empty, or whose ids were all seen before,
+        while more are announced (a server ignoring ``page``) is an error, not a short list;
+        more than ``max_pages`` pages is an error too.
         """
         seen: set[str] = set()
+        received = duplicates = 0
         page = 1
         parse = _list_parser(endpoint)
         while True:
             params = {"page": page, "per_page": per_page}
             env, items = self._request(endpoint, path, params, context, parse)
-            new = [
-                item
-                for item in items
-                if not isinstance(item.get("id"), str) or item["id"] not in seen
-            ]
-            seen.update(item["id"] for item in new if isinstance(item.get("id"), str))
-            yield from new
+            fresh = with_id = 0
+            for item in items:
+                item_id = item.get("id")
+                if isinstance(item_id, str):
+                    with_id += 1
+                    if item_id in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(item_id)
+                    fresh += 1
+                yield item
+            received += len(items)
             info = env.result_info or {}
             total_pages = _int(info.get("total_pages"))
             total_count = _int(info.get("total_count"))
@@ -525,19 +599,34 @@ class CloudflareClient:
             if total_pages is not None:
                 more = page < total_pages
             elif total_count is not None:
-                more = len(seen) < total_count
+                more = received < total_count
             else:
                 more = len(items) >= page_size
-            if more and not new:
+            if more and (not items or (with_id and not fresh)):
                 # The API says there is more but repeats itself: a list we cannot trust.
                 self._fail_walk(endpoint, f"page {page} repeated an earlier page", context)
-            if not more or not new:
-                return
-            if page >= MAX_LIST_PAGES:
-                self._fail_walk(endpoint, f"more than {MAX_LIST_PAGES} pages", context)
+            if not more or not items:
+                break
+            if page >= max_pages:
+                self._fail_walk(endpoint, f"more than {max_pages} pages", context)
             page += 1
+        if duplicates:
+            log.warning("duplicate ids dropped", endpoint=endpoint, count=duplicates, **context)
 
-    def _fail_walk(self, endpoint: str, message: str, context: Mapping[str, str]) -> None:
+    def _note_skipped(self, endpoint: str, skipped: int, context: Mapping[str, str]) -> None:
+        if skipped:
+            self._observer.api_error(endpoint, INVALID_RESPONSE)
+            log.warning(
+                "items without a valid id skipped", endpoint=endpoint, count=skipped, **context
+            )
+
+    def _path_id(self, endpoint: str, value: str, context: Mapping[str, str]) -> str:
+        """``value`` if it is a 32-hex id fit for a request path, else an error (no request)."""
+        if not is_api_id(value):
+            self._fail_walk(endpoint, "not a 32-hex id; not put in a request path", context)
+        return value
+
+    def _fail_walk(self, endpoint: str, message: str, context: Mapping[str, str]) -> NoReturn:
         self._observer.api_error(endpoint, INVALID_RESPONSE)
         log.error("API pagination error", endpoint=endpoint, error=message, **context)
         raise CloudflareAPIError(message, endpoint=endpoint, kind=INVALID_RESPONSE)

@@ -3,6 +3,7 @@ retries, rate-limit headers, errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from typing import Any
@@ -10,8 +11,12 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
+from requests_mock import ANY
+from structlog.testing import capture_logs
 
 from do_exporter.cloudflare import (
+    MAX_LABEL_VALUE,
+    TRUNCATED_MARKER,
     CloudflareAPIError,
     CloudflareClient,
     RetryPolicy,
@@ -48,6 +53,11 @@ def err(code: int, message: str) -> dict[str, Any]:
         "messages": [],
         "result": None,
     }
+
+
+def nid(tag: str) -> str:
+    """A 32-hex namespace or account id, stable per tag."""
+    return hashlib.md5(tag.encode()).hexdigest()
 
 
 def objects(n: int, stored_every: int = 2) -> list[dict[str, Any]]:
@@ -103,14 +113,14 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
     """Pages are fetched until total_pages, with the largest page size, and no extra page."""
     pages = [
         env(
-            [{"id": f"n{p}{i}", "name": f"x{p}{i}"} for i in range(3)],
+            [{"id": nid(f"n{p}{i}"), "name": f"x{p}{i}"} for i in range(3)],
             {"page": p, "per_page": 1000, "total_pages": 3, "count": 3, "total_count": 9},
         )
         for p in (1, 2, 3)
     ]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     result = client.list_namespaces(ACC)
-    assert [n.id for n in result] == [f"n{p}{i}" for p in (1, 2, 3) for i in range(3)]
+    assert [n.id for n in result] == [nid(f"n{p}{i}") for p in (1, 2, 3) for i in range(3)]
     assert requests_mock.call_count == 3
     assert [r.qs["page"] for r in requests_mock.request_history] == [["1"], ["2"], ["3"]]
     assert requests_mock.request_history[0].qs["per_page"] == ["1000"]
@@ -120,8 +130,9 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
 def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_mock: Any) -> None:
     """Without total_pages, a page is short only against the size the server says it used."""
     pages = [
-        env([{"id": f"n{p}{i}"} for i in range(2)], {"page": p, "per_page": 2}) for p in (1, 2)
-    ] + [env([{"id": "last"}], {"page": 3, "per_page": 2})]
+        env([{"id": nid(f"n{p}{i}")} for i in range(2)], {"page": p, "per_page": 2})
+        for p in (1, 2)
+    ] + [env([{"id": nid("last")}], {"page": 3, "per_page": 2})]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     assert len(client.list_namespaces(ACC)) == 5
     assert requests_mock.call_count == 3
@@ -130,7 +141,7 @@ def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_m
 def test_namespaces_server_ignoring_page(client: CloudflareClient, requests_mock: Any) -> None:
     """A server that repeats page 1 while announcing more pages gives an error, not a
     silently short list (whose missing namespaces would lose their series)."""
-    same = env([{"id": "a"}, {"id": "b"}], {"per_page": 2, "total_pages": 5})
+    same = env([{"id": nid("a")}, {"id": nid("b")}], {"per_page": 2, "total_pages": 5})
     requests_mock.get(NS_URL, json=same)
     with pytest.raises(CloudflareAPIError, match="repeated an earlier page"):
         client.list_namespaces(ACC)
@@ -144,10 +155,10 @@ def test_namespaces_total_count_continues_past_an_unannounced_cap(
     requests_mock.get(
         NS_URL,
         [
-            {"json": env([{"id": f"p{p}i{i}"} for i in range(100)], {"total_count": 250})}
+            {"json": env([{"id": nid(f"p{p}i{i}")} for i in range(100)], {"total_count": 250})}
             for p in (1, 2)
         ]
-        + [{"json": env([{"id": f"p3i{i}"} for i in range(50)], {"total_count": 250})}],
+        + [{"json": env([{"id": nid(f"p3i{i}")} for i in range(50)], {"total_count": 250})}],
     )
     assert len(client.list_namespaces(ACC)) == 250
     assert requests_mock.call_count == 3
@@ -158,18 +169,128 @@ def test_namespace_fields_missing_become_none(client: CloudflareClient, requests
     requests_mock.get(
         NS_URL,
         json=env(
-            [{"id": "a", "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
+            [{"id": nid("a"), "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
             {"total_pages": 1},
         ),
     )
     [only] = client.list_namespaces(ACC)
     assert (only.id, only.class_name, only.name, only.script, only.use_sqlite) == (
-        "a",
+        nid("a"),
         "C",
         None,
         None,
         None,
     )
+
+
+def test_namespaces_duplicate_ids_counted_once(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
+    """An id repeated on the same page or on a later one is listed once."""
+    a, b, c = nid("a"), nid("b"), nid("c")
+    requests_mock.get(
+        NS_URL,
+        [
+            {"json": env([{"id": a}, {"id": a}, {"id": b}], {"total_pages": 2})},
+            {"json": env([{"id": b}, {"id": c}, {"id": c}], {"total_pages": 2})},
+        ],
+    )
+    assert [n.id for n in client.list_namespaces(ACC)] == [a, b, c]
+    assert requests_mock.call_count == 2
+
+
+@pytest.mark.parametrize("info", [{"total_count": 3}, {"per_page": 3}])
+def test_namespaces_item_without_id_still_counts_as_a_position(
+    client: CloudflareClient, requests_mock: Any, info: dict[str, int]
+) -> None:
+    """A page's end is judged by how many items came, not how many ids: an item without an
+    id neither asks for one page too many nor makes the next page look repeated."""
+    page1 = env([{"id": nid("a")}, {"name": "no id"}, {"id": nid("b")}], info)
+    requests_mock.get(
+        NS_URL,
+        [{"json": page1}, {"json": env([{"id": nid("c")}], {**info, "page": 2})}],
+    )
+    names = [n.id for n in client.list_namespaces(ACC)]
+    if "total_count" in info:  # three items of three: one page
+        assert (names, requests_mock.call_count) == ([nid("a"), nid("b")], 1)
+    else:  # a full page of three, then a short one
+        assert (names, requests_mock.call_count) == ([nid("a"), nid("b"), nid("c")], 2)
+
+
+def test_ids_not_32_hex_are_skipped_with_one_warning(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """Namespace and account ids other than 32 lowercase hex never reach a request path:
+    skipped, one warning and one invalid_response error per list."""
+    bad = ["nsid", "../../../user/tokens", nid("x").upper(), nid("x")[:31], 7, None]
+    requests_mock.get(
+        NS_URL,
+        json=env([{"id": v} for v in bad] + [{"id": nid("ok")}], {"total_pages": 1}),
+    )
+    requests_mock.get(
+        f"{BASE}/accounts",
+        json=env([{"id": v, "name": "n"} for v in bad] + [{"id": ACC, "name": "A"}], {}),
+    )
+    with capture_logs() as logs:
+        assert [n.id for n in client.list_namespaces(ACC)] == [nid("ok")]
+        assert [(a.id, a.name) for a in client.list_accounts()] == [(ACC, "A")]
+    skipped = [e for e in logs if e["event"] == "items without a valid id skipped"]
+    assert [(e["endpoint"], e["count"]) for e in skipped] == [
+        ("namespaces", len(bad)),
+        ("accounts", len(bad)),
+    ]
+    assert api_errors(metrics, "namespaces", "invalid_response") == 1
+    assert api_errors(metrics, "accounts", "invalid_response") == 1
+
+
+@pytest.mark.parametrize("namespace_id", ["nsid", "../" + "b" * 32, "B" * 32, ""])
+def test_count_objects_refuses_an_id_unfit_for_a_path(
+    client: CloudflareClient, requests_mock: Any, namespace_id: str
+) -> None:
+    """A namespace or account id that is not 32 hex fails without any request."""
+    requests_mock.get(ANY, json=env([], {"cursor": ""}))
+    with pytest.raises(CloudflareAPIError) as info:
+        client.count_objects(ACC, namespace_id)
+    assert info.value.kind == "invalid_response"
+    with pytest.raises(CloudflareAPIError):
+        client.list_namespaces(namespace_id or "x")
+    assert requests_mock.call_count == 0
+
+
+def test_long_label_values_are_truncated_and_counted(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """Names, classes, scripts and account names over MAX_LABEL_VALUE characters are cut,
+    end in the marker, and each cut is counted; the counter reads 0 before any."""
+    truncated = "cloudflare_durable_objects_exporter_label_values_truncated_total"
+    assert sample(metrics, truncated) == 0
+    long = "é" * 5000
+    exact = "x" * MAX_LABEL_VALUE
+    requests_mock.get(
+        NS_URL,
+        json=env(
+            [{"id": nid("a"), "name": long, "class": exact, "script": long}], {"total_pages": 1}
+        ),
+    )
+    requests_mock.get(f"{BASE}/accounts", json=env([{"id": ACC, "name": long}], {}))
+    [ns] = client.list_namespaces(ACC)
+    [account] = client.list_accounts()
+    assert ns.class_name == exact  # at the limit: untouched
+    for value in (ns.name, ns.script, account.name):
+        assert value is not None and len(value) == MAX_LABEL_VALUE
+        assert value == long[: MAX_LABEL_VALUE - len(TRUNCATED_MARKER)] + TRUNCATED_MARKER
+    assert sample(metrics, truncated) == 3
+
+
+def test_accounts_beyond_5000_are_listed(client: CloudflareClient, requests_mock: Any) -> None:
+    """GET /accounts (50 a page) has its own page cap: 6,000 accounts are 120 pages."""
+    pages = [
+        env([{"id": f"{p * 50 + i:032x}", "name": "n"} for i in range(50)], {"total_pages": 120})
+        for p in range(120)
+    ]
+    requests_mock.get(f"{BASE}/accounts", [{"json": page} for page in pages])
+    assert len(client.list_accounts()) == 6000
+    assert requests_mock.call_count == 120
 
 
 # -- cursor pagination ----------------------------------------------------------------
@@ -277,6 +398,19 @@ def test_objects_walk_is_bounded(metrics: ExporterMetrics, requests_mock: Any) -
     assert api_errors(metrics, "objects", "invalid_response") == 1
 
 
+def test_objects_walk_bound_per_call(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """count_objects(max_pages=...) bounds one walk below the client's max_object_pages."""
+    counter = iter(range(10**6))
+    requests_mock.get(OBJ_URL, json=lambda r, c: env(objects(1), {"cursor": f"c{next(counter)}"}))
+    with pytest.raises(CloudflareAPIError, match="more than 3 pages") as info:
+        client.count_objects(ACC, NSID, max_pages=3)
+    assert info.value.kind == "invalid_response"
+    assert requests_mock.call_count == 3
+    assert api_errors(metrics, "objects", "invalid_response") == 1
+
+
 def test_objects_missing_result_info_is_invalid(
     client: CloudflareClient, requests_mock: Any
 ) -> None:
@@ -324,10 +458,10 @@ def test_html_502_is_retried_then_succeeds(
                 "text": "<html><body>Bad gateway</body></html>",
                 "headers": {"Content-Type": "text/html", "CF-Ray": "8a1b-LHR"},
             },
-            {"json": env([{"id": "x"}], {"total_pages": 1})},
+            {"json": env([{"id": nid("x")}], {"total_pages": 1})},
         ],
     )
-    assert [n.id for n in client.list_namespaces(ACC)] == ["x"]
+    assert [n.id for n in client.list_namespaces(ACC)] == [nid("x")]
     assert api_errors(metrics, "namespaces", "invalid_response") == 1
 
 
