@@ -10,6 +10,7 @@ The client knows nothing about Prometheus: it reports each request to a
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import math
@@ -17,6 +18,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeGuard, TypeVar
@@ -42,6 +44,13 @@ MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
 MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
+# A 10,000-object page is about 1 MB; no answer of ours comes near 32 MiB, before or after
+# decompression. Bodies are read 1 MiB at a time: few reads (one raw read costs ~40% less
+# CPU than Response.content's 10 kB chunks, docs/benchmarks.md), little memory past the cap.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+MIN_REQUEST_DEADLINE = 60.0  # the default deadline: 2x the read timeout, at least this
+LOCATION_CHARS = 300  # how much of a redirect's Location header a log line keeps
 # 501 (not implemented) and 505 (HTTP version not supported) never succeed on a retry.
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600)) - {501, 505}
 
@@ -431,6 +440,8 @@ class CloudflareClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_object_pages: int = MAX_OBJECT_PAGES,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        request_deadline: float | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -443,6 +454,12 @@ class CloudflareClient:
         self._rng = rng or random.Random()
         self._clock = clock
         self._max_object_pages = max_object_pages
+        self._max_body = max_body_bytes
+        # Bounds one attempt, headers and body: a server dripping a byte now and then never
+        # trips the per-read timeout.
+        self._deadline = (
+            max(2 * timeout, MIN_REQUEST_DEADLINE) if request_deadline is None else request_deadline
+        )
         self._requests = 0
         self._latency: float | None = None
         self._count_lock = threading.Lock()
@@ -645,6 +662,9 @@ class CloudflareClient:
         headers = {
             "Authorization": f"Bearer {self._token.reveal()}",
             "Accept": "application/json",
+            # Only what _Inflater decodes (and caps); requests would add br/zstd when the
+            # brotli or zstandard packages happen to be installed.
+            "Accept-Encoding": "gzip, deflate",
             "User-Agent": f"do-exporter/{__version__}",
         }
         attempt = 0
@@ -654,18 +674,31 @@ class CloudflareClient:
             with self._count_lock:
                 self._requests += 1
             started = self._clock()
+            deadline = started + self._deadline
             error: CloudflareAPIError
             retry_after: float | None = None
+            location: str | None = None
             try:
                 response = self._session.get(
-                    url, params=params, headers=headers, timeout=self._timeout, stream=True
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=self._attempt_timeout(deadline),
+                    stream=True,
+                    allow_redirects=False,
                 )
-                body = _read_body(response)
+                body = self._read_body(endpoint, response, deadline)
+            except _DeadlineExceeded:
+                self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
+                error = CloudflareAPIError("deadline exceeded", endpoint=endpoint, kind=TRANSPORT)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
                 error = CloudflareAPIError(
                     _transport_reason(exc), endpoint=endpoint, kind=TRANSPORT
                 )
+            except CloudflareAPIError as exc:  # a body we will not use (too large, undecodable)
+                self._observer.request_finished(endpoint, str(exc.status), self._clock() - started)
+                error = exc
             else:
                 elapsed = self._clock() - started
                 status = response.status_code
@@ -676,21 +709,32 @@ class CloudflareClient:
                 cf_ray = response.headers.get("CF-Ray")
                 self._note_ratelimit(response.headers)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                try:
-                    return parse(status, body, cf_ray)
-                except CloudflareAPIError as exc:
-                    error = exc
-                    error.retry_after = retry_after
-                except Exception as exc:
-                    # Whatever else a body makes a parser raise, it is a body we cannot use:
-                    # it must fail this request, never escape the client.
+                if 300 <= status < 400:
+                    # Never followed: the token would go wherever the answer points.
+                    location = (response.headers.get("Location") or "")[:LOCATION_CHARS]
                     error = CloudflareAPIError(
-                        f"unparseable response ({type(exc).__name__})",
+                        "redirect not followed",
                         endpoint=endpoint,
-                        kind=INVALID_RESPONSE,
+                        kind="http",
                         status=status,
                         cf_ray=cf_ray,
                     )
+                else:
+                    try:
+                        return parse(status, body, cf_ray)
+                    except CloudflareAPIError as exc:
+                        error = exc
+                        error.retry_after = retry_after
+                    except Exception as exc:
+                        # Whatever else a body makes a parser raise, it is a body we cannot
+                        # use: it must fail this request, never escape the client.
+                        error = CloudflareAPIError(
+                            f"unparseable response ({type(exc).__name__})",
+                            endpoint=endpoint,
+                            kind=INVALID_RESPONSE,
+                            status=status,
+                            cf_ray=cf_ray,
+                        )
             for code in error.error_codes:
                 self._observer.api_error(endpoint, code)
             delay = self._retry_delay(error, attempt)
@@ -707,6 +751,7 @@ class CloudflareClient:
                 attempt=attempt,
                 retry=delay is not None,
                 retry_in=None if delay is None else round(delay, 3),
+                **({} if location is None else {"location": location}),
             )
             if error.status == 429:
                 # The token is blocked: every worker waits, retried or not, so nothing else
@@ -718,6 +763,83 @@ class CloudflareClient:
                 raise error
             if error.status != 429 and self._cancel.wait(delay):
                 raise Cancelled()
+
+    def _attempt_timeout(self, deadline: float) -> tuple[float, float]:
+        """Connect and per-read timeouts, neither beyond the attempt's deadline."""
+        left = max(deadline - self._clock(), 0.001)
+        return min(self._timeout[0], left), min(self._timeout[1], left)
+
+    def _read_body(self, endpoint: str, response: requests.Response, deadline: float) -> bytes:
+        """The body, at most ``max_body_bytes`` raw and inflated, by ``deadline``.
+
+        Read :data:`READ_CHUNK_BYTES` at a time and inflated here (gzip, deflate) with a
+        bound on every step's output, so neither an endless body nor a gzip bomb holds more
+        than the cap plus one chunk. A timer cuts the socket at the deadline, so a server
+        dripping a byte at a time cannot hold the read past it. Only a body read to its end
+        lets the connection go back to the pool; on any failure (and for a redirect, whose
+        body is not read) the connection is closed.
+        """
+        status = response.status_code
+        if 300 <= status < 400:
+            response.close()
+            return b""
+        cut = threading.Event()
+        timer = threading.Timer(
+            max(deadline - self._clock(), 0.0), _cut_connection, (response.raw, cut)
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            body = self._read_capped(endpoint, response, cut)
+            if cut.is_set():
+                raise _DeadlineExceeded()
+        except BaseException as exc:
+            response.close()  # a half-read connection cannot be reused
+            if cut.is_set() and not isinstance(exc, _DeadlineExceeded | CloudflareAPIError):
+                raise _DeadlineExceeded() from exc
+            raise
+        finally:
+            timer.cancel()
+        response.raw.release_conn()
+        return body
+
+    def _read_capped(
+        self, endpoint: str, response: requests.Response, cut: threading.Event
+    ) -> bytes:
+        cap = self._max_body
+
+        def unusable(message: str) -> CloudflareAPIError:
+            return CloudflareAPIError(
+                message,
+                endpoint=endpoint,
+                kind=INVALID_RESPONSE,
+                status=response.status_code,
+                cf_ray=response.headers.get("CF-Ray"),
+            )
+
+        try:
+            inflater = _inflater(response.headers.get("Content-Encoding"))
+        except ValueError as exc:
+            raise unusable(str(exc)) from None
+        chunks: list[bytes] = []
+        raw_size = size = 0
+        while not cut.is_set():
+            chunk: bytes = response.raw.read(READ_CHUNK_BYTES, decode_content=False)
+            if not chunk:
+                break
+            raw_size += len(chunk)
+            if raw_size > cap:
+                raise unusable(f"body over {cap} bytes")
+            if inflater is not None:
+                try:
+                    chunk = inflater.feed(chunk, cap - size + 1)
+                except zlib.error:
+                    raise unusable("undecodable compressed body") from None
+            size += len(chunk)
+            if size > cap:
+                raise unusable(f"body over {cap} bytes once decompressed")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _retry_delay(self, error: CloudflareAPIError, attempt: int) -> float | None:
         retryable = error.kind == TRANSPORT or (
@@ -760,19 +882,65 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """The whole body in one read, then the connection goes back to the pool.
+class _DeadlineExceeded(Exception):
+    """An attempt ran past the client's request deadline (a transport error)."""
 
-    ``Response.content`` reads a 1 MB page in 10 kB chunks through several layers; one
-    ``raw.read`` costs about 40% less CPU per page (docs/benchmarks.md).
-    """
-    try:
-        body: bytes = response.raw.read(decode_content=True)
-    except BaseException:
-        response.close()  # a half-read connection cannot be reused
-        raise
-    response.raw.release_conn()
-    return body
+
+def _cut_connection(raw: Any, cut: threading.Event) -> None:
+    """Shut the socket under a response being read (from the deadline timer's thread)."""
+    cut.set()
+    shutdown = getattr(raw, "shutdown", None)  # urllib3 >= 2.3: wakes a blocked read
+    if shutdown is not None:
+        # Already closed or released (ValueError, RuntimeError): nothing left to cut.
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            shutdown()
+
+
+class _Inflater:
+    """gzip or deflate, inflated a bounded amount at a time (a bomb never fully inflates)."""
+
+    def __init__(self, *, gzip: bool) -> None:
+        self._gzip = gzip
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+        self._head = b""  # deflate: the first bytes, until zlib or raw format is known
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        """Inflate ``data``; at most ``limit`` bytes come out (``limit`` means "too much")."""
+        if self._obj is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            # "deflate" is meant to be zlib-wrapped (RFC 9110), but some servers send raw.
+            head = self._head
+            wrapped = head[0] & 0x0F == 8 and int.from_bytes(head[:2], "big") % 31 == 0
+            self._obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, self._head = head, b""
+        out: list[bytes] = []
+        while data and limit > 0:
+            piece = self._obj.decompress(data, limit)
+            out.append(piece)
+            limit -= len(piece)
+            if self._obj.eof:
+                data = self._obj.unused_data
+                if not (data and self._gzip):
+                    break  # the end (bytes after a deflate stream are ignored)
+                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)  # next gzip member
+            else:
+                data = self._obj.unconsumed_tail  # left over only when limit was reached
+        return b"".join(out)
+
+
+def _inflater(content_encoding: str | None) -> _Inflater | None:
+    """The decoder for a Content-Encoding; ValueError for one we did not ask for."""
+    codings = [
+        c for c in (part.strip().lower() for part in (content_encoding or "").split(","))
+        if c and c != "identity"
+    ]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(gzip=codings[0] != "deflate")
+    raise ValueError(f"unsupported Content-Encoding {(content_encoding or '')[:40]!r}")
 
 
 def _transport_reason(exc: Exception) -> str:

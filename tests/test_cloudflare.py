@@ -3,15 +3,23 @@ retries, rate-limit headers, errors."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import json
 import random
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from requests_mock import ANY
+from requests_mock import Mocker as requests_mock_mocker
 from structlog.testing import capture_logs
 
 from do_exporter.cloudflare import (
@@ -690,3 +698,215 @@ def test_parse_envelope_html_error_page() -> None:
     with pytest.raises(CloudflareAPIError) as info:
         parse_envelope("objects", 503, b"<html>Service unavailable</html>", "ray")
     assert (info.value.kind, info.value.status, info.value.cf_ray) == ("http", 503, "ray")
+
+
+# -- byte-level misbehaviour over real sockets ------------------------------------------
+
+Answer = Callable[[socket.socket], bool]  # writes an answer; True keeps the connection
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server answering request n with ``answers[n]`` (the last one
+    repeats), byte for byte, counting connections and requests."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/client/v4"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                self.connections += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                answer = self.answers[min(self.requests, len(self.answers) - 1)]
+                self.requests += 1
+                if not answer(conn):
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def http_answer(body: bytes, *head: str, status: str = "200 OK") -> Answer:
+    def answer(conn: socket.socket) -> bool:
+        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *head]
+        conn.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        return True
+
+    return answer
+
+
+OK_BODY = json.dumps(env([{"id": nid("a")}], {"total_pages": 1})).encode()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[list[Answer]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(answers: list[Answer]) -> RawServer:
+        servers.append(RawServer(answers))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def real_client(url: str, metrics: ExporterMetrics, **kwargs: Any) -> CloudflareClient:
+    kwargs.setdefault("retry", RetryPolicy(attempts=1))
+    return CloudflareClient(
+        requests.Session(),
+        url,
+        Secret(TOKEN),
+        limiter=RateLimiter(100_000),
+        observer=metrics,
+        max_body_bytes=1024 * 1024,
+        **kwargs,
+    )
+
+
+def endless_chunks(conn: socket.socket) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the client hangs up
+        conn.sendall(chunk)
+    return False
+
+
+GZIP_BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)  # ~64 kB
+DEFLATE_BOMB = zlib.compress(b"\0" * (64 * 1024 * 1024), 9)
+
+
+# The bombs are 64 kB on the wire: read to their end in one read, their connection is clean
+# and urllib3 has already put it back in the pool; the others are cut off mid-body.
+@pytest.mark.parametrize(
+    ("answer", "connections"),
+    [
+        (http_answer(b" " * (3 * 1024 * 1024) + OK_BODY), 2),  # over the cap, raw
+        (endless_chunks, 2),
+        (http_answer(GZIP_BOMB, "Content-Encoding: gzip"), 1),
+        (http_answer(DEFLATE_BOMB, "Content-Encoding: deflate"), 1),
+        (http_answer(GZIP_BOMB, "Content-Encoding: br"), 2),  # not asked for: undecodable
+    ],
+    ids=["large", "endless-chunked", "gzip-bomb", "deflate-bomb", "unasked-encoding"],
+)
+def test_bodies_over_the_cap_are_invalid_and_close_the_connection(
+    raw_server: Callable[[list[Answer]], RawServer],
+    metrics: ExporterMetrics,
+    answer: Answer,
+    connections: int,
+) -> None:
+    """A body over max_body_bytes, raw or inflated, fails as invalid_response (counted,
+    logged) in bounded time and memory; a connection with unread bytes is closed."""
+    server = raw_server([answer, http_answer(OK_BODY)])
+    client = real_client(server.url, metrics)
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert time.monotonic() - started < 10
+    assert (info.value.kind, info.value.status) == ("invalid_response", 200)
+    assert api_errors(metrics, "namespaces", "invalid_response") == 1
+    assert api_requests(metrics, "namespaces", "200") == 1
+    assert [e["error_kind"] for e in logs if e["event"] == "API request failed"] == [
+        "invalid_response"
+    ]
+    assert [n.id for n in client.list_namespaces(ACC)] == [nid("a")]
+    assert (server.requests, server.connections) == (2, connections)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate-zlib", "deflate-raw", "identity"])
+def test_compressed_pages_are_read_and_the_connection_reused(
+    raw_server: Callable[[list[Answer]], RawServer], metrics: ExporterMetrics, encoding: str
+) -> None:
+    """gzip and both deflate flavours decode; a body read to its end keeps the connection."""
+    if encoding == "gzip":
+        body = gzip.compress(OK_BODY)
+    elif encoding == "deflate-zlib":
+        body = zlib.compress(OK_BODY)
+    elif encoding == "deflate-raw":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = packer.compress(OK_BODY) + packer.flush()
+    else:
+        body = OK_BODY
+    header = f"Content-Encoding: {encoding.split('-')[0]}"
+    server = raw_server([http_answer(body, header)])
+    client = real_client(server.url, metrics)
+    for _ in range(2):
+        assert [n.id for n in client.list_namespaces(ACC)] == [nid("a")]
+    assert (server.requests, server.connections) == (2, 1)
+    assert client._session.headers  # the session is untouched
+    assert "br" not in server_accept_encoding(client)
+
+
+def server_accept_encoding(client: CloudflareClient) -> str:
+    """The Accept-Encoding the client sends (read back from a prepared request)."""
+    with requests_mock_mocker() as mocker:
+        mocker.get(ANY, json=env([], {"total_pages": 1}))
+        client.list_namespaces(ACC)
+        return str(mocker.request_history[0].headers["Accept-Encoding"])
+
+
+def drip(conn: socket.socket) -> bool:
+    """Headers at once, then one body byte every 0.2 s: no single read ever times out."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(1000):
+        time.sleep(0.2)
+        conn.sendall(b" ")
+    return False
+
+
+def test_a_dripping_server_ends_at_the_deadline_and_is_retried(
+    raw_server: Callable[[list[Answer]], RawServer], metrics: ExporterMetrics
+) -> None:
+    """Each attempt ends at request_deadline as a transport error and is retried like one,
+    though the per-read timeout (1 s) never trips."""
+    server = raw_server([drip, drip, http_answer(OK_BODY)])
+    client = real_client(
+        server.url,
+        metrics,
+        timeout=1.0,
+        request_deadline=1.0,
+        retry=RetryPolicy(attempts=2, base=0.01, max_backoff=0.01),
+    )
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5, elapsed
+    assert (info.value.kind, info.value.args[0]) == ("transport", "deadline exceeded")
+    assert [e["retry"] for e in logs if e["event"] == "API request failed"] == [True, False]
+    assert api_requests(metrics, "namespaces", "transport") == 2
+    assert api_errors(metrics, "namespaces", "transport") == 2
+    assert server.requests == 2
+
+
+def test_redirects_are_not_followed(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """A 3xx is an http error, not retried, logged with its Location cut to 300 chars; the
+    target (which would get the token) is never asked."""
+    target = "https://elsewhere.test/" + "x" * 1000
+    requests_mock.get(NS_URL, status_code=302, headers={"Location": target})
+    requests_mock.get(target, json=env([{"id": nid("a")}], {"total_pages": 1}))
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert (info.value.kind, info.value.status) == ("http", 302)
+    assert requests_mock.call_count == 1
+    [event] = [e for e in logs if e["event"] == "API request failed"]
+    assert event["location"] == target[:300] and event["retry"] is False
