@@ -463,6 +463,7 @@ class CloudflareClient:
         self._requests = 0
         self._latency: float | None = None
         self._count_lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def __repr__(self) -> str:
         return f"CloudflareClient(base_url={self._base!r}, token={self._token!r})"
@@ -775,20 +776,18 @@ class CloudflareClient:
         Read :data:`READ_CHUNK_BYTES` at a time and inflated here (gzip, deflate) with a
         bound on every step's output, so neither an endless body nor a gzip bomb holds more
         than the cap plus one chunk. A timer cuts the socket at the deadline, so a server
-        dripping a byte at a time cannot hold the read past it. Only a body read to its end
+        dripping a byte at a time cannot hold the read past it (before the headers are in,
+        only each read is bounded, by the time left). Only a body read to its end
         lets the connection go back to the pool; on any failure (and for a redirect, whose
-        body is not read) the connection is closed.
+        body is not read) the connection is closed, unless urllib3 already took back one read
+        to its end.
         """
         status = response.status_code
         if 300 <= status < 400:
             response.close()
             return b""
         cut = threading.Event()
-        timer = threading.Timer(
-            max(deadline - self._clock(), 0.0), _cut_connection, (response.raw, cut)
-        )
-        timer.daemon = True
-        timer.start()
+        watch = self._watchdog.watch(deadline - self._clock(), response.raw, cut)
         try:
             body = self._read_capped(endpoint, response, cut)
             if cut.is_set():
@@ -799,7 +798,7 @@ class CloudflareClient:
                 raise _DeadlineExceeded() from exc
             raise
         finally:
-            timer.cancel()
+            self._watchdog.release(watch)
         response.raw.release_conn()
         return body
 
@@ -882,12 +881,63 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _Watchdog:
+    """One thread, started on demand, that cuts the connections of attempts past their
+    deadline (a timer thread per request would cost more CPU than reading a page does).
+
+    Deadlines are on the real monotonic clock: a socket does not follow an injected one.
+    The thread ends after :attr:`IDLE` seconds with nothing to watch.
+    """
+
+    IDLE = 10.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Any, threading.Event]] = {}
+        self._key = 0
+        self._next = math.inf  # when the thread wakes next
+        self._running = False
+
+    def watch(self, seconds: float, raw: Any, cut: threading.Event) -> int:
+        """Cut ``raw``'s connection (and set ``cut``) in ``seconds`` unless released."""
+        when = time.monotonic() + max(seconds, 0.0)
+        with self._cond:
+            self._key += 1
+            self._due[self._key] = (when, raw, cut)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="api-deadline", daemon=True).start()
+            elif when < self._next:
+                self._cond.notify()
+            return self._key
+
+    def release(self, key: int) -> None:
+        with self._cond:
+            self._due.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key in [k for k, (when, _, _) in self._due.items() if when <= now]:
+                    _, raw, cut = self._due.pop(key)
+                    _cut_connection(raw, cut)  # a shutdown(2): quick, never blocks
+                if not self._due:
+                    self._next = now + self.IDLE
+                    if not self._cond.wait(self.IDLE) and not self._due:
+                        self._running = False
+                        return
+                    continue
+                self._next = min(when for when, _, _ in self._due.values())
+                self._cond.wait(self._next - now)
+
+
 class _DeadlineExceeded(Exception):
     """An attempt ran past the client's request deadline (a transport error)."""
 
 
 def _cut_connection(raw: Any, cut: threading.Event) -> None:
-    """Shut the socket under a response being read (from the deadline timer's thread)."""
+    """Shut the socket under a response being read (from the watchdog's thread)."""
     cut.set()
     shutdown = getattr(raw, "shutdown", None)  # urllib3 >= 2.3: wakes a blocked read
     if shutdown is not None:
