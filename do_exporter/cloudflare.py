@@ -10,6 +10,7 @@ The client knows nothing about Prometheus: it reports each request to a
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import math
@@ -17,9 +18,10 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeGuard, TypeVar
 
 import msgspec
 import requests
@@ -37,11 +39,27 @@ _T = TypeVar("_T")
 NAMESPACES_PER_PAGE = 1000  # the API's maximum
 ACCOUNTS_PER_PAGE = 50  # the API's maximum for /accounts
 OBJECTS_PER_PAGE = 10_000  # the API's maximum
-MAX_LIST_PAGES = 100  # page-number lists: an account holds at most ~500 namespaces
+MAX_LIST_PAGES = 100  # namespaces: 100,000 at 1,000 a page (an account holds at most ~500)
+MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
 MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# A 10,000-object page is about 1 MB; no answer of ours comes near 32 MiB, before or after
+# decompression. Bodies are read 1 MiB at a time: few reads (one raw read costs ~40% less
+# CPU than Response.content's 10 kB chunks, docs/benchmarks.md), little memory past the cap.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+MIN_REQUEST_DEADLINE = 60.0  # the default deadline: 2x the read timeout, at least this
+LOCATION_CHARS = 300  # how much of a redirect's Location header a log line keeps
+# 501 (not implemented) and 505 (HTTP version not supported) never succeed on a retry.
+RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600)) - {501, 505}
+
+# Label values from the API (namespace name, class, script; account name) are cut to this
+# many characters, the marker included, so one odd answer cannot bloat every scrape.
+MAX_LABEL_VALUE = 1024
+TRUNCATED_MARKER = "...[truncated]"
+# Account and namespace ids as the API gives them; only these go into a request path.
+_ID = re.compile(r"[0-9a-f]{32}")
 
 # Error codes for api_errors_total when Cloudflare gave none.
 TRANSPORT = "transport"
@@ -57,6 +75,8 @@ class RequestObserver(Protocol):
 
     def ratelimit_remaining(self, remaining: int) -> None: ...
 
+    def label_truncated(self) -> None: ...
+
 
 class _NullObserver:
     def request_finished(self, endpoint: str, code: str, seconds: float) -> None:
@@ -66,6 +86,9 @@ class _NullObserver:
         pass
 
     def ratelimit_remaining(self, remaining: int) -> None:
+        pass
+
+    def label_truncated(self) -> None:
         pass
 
 
@@ -145,6 +168,11 @@ class RetryPolicy:
 # Pure parsing: bytes and headers in, data or CloudflareAPIError out.
 
 
+# What decoding a body can raise: msgspec's errors, RecursionError for deeply nested JSON
+# (msgspec recurses), ValueError (UnicodeDecodeError among them). All mean "unusable body".
+_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError)
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     result: Any
@@ -162,7 +190,7 @@ def parse_envelope(endpoint: str, status: int, body: bytes, cf_ray: str | None =
     """Decode a v4 envelope; raise :class:`CloudflareAPIError` unless it is a success."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.MsgspecError:
+    except _DECODE_ERRORS:
         doc = None
     if not isinstance(doc, dict):
         kind = "http" if status >= 400 else INVALID_RESPONSE
@@ -223,15 +251,39 @@ def _result_list(endpoint: str, env: Envelope, status: int) -> list[dict[str, An
     return result
 
 
-def parse_namespace(item: Mapping[str, Any]) -> Namespace | None:
-    """A namespace from one list item, or None when it has no usable id."""
+def is_api_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an account or namespace id as the API writes them (32 hex)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def cap_label(value: str) -> tuple[str, bool]:
+    """``value`` cut to :data:`MAX_LABEL_VALUE` characters (ending in
+    :data:`TRUNCATED_MARKER` when cut), and whether it was cut."""
+    if len(value) <= MAX_LABEL_VALUE:
+        return value, False
+    return value[: MAX_LABEL_VALUE - len(TRUNCATED_MARKER)] + TRUNCATED_MARKER, True
+
+
+def parse_namespace(
+    item: Mapping[str, Any], truncated: Callable[[], None] | None = None
+) -> Namespace | None:
+    """A namespace from one list item, or None when its id is not 32 lowercase hex.
+
+    Text fields longer than :data:`MAX_LABEL_VALUE` are cut (see :func:`cap_label`);
+    ``truncated`` is called once for each value cut.
+    """
     ns_id = item.get("id")
-    if not isinstance(ns_id, str) or not ns_id:
+    if not is_api_id(ns_id):
         return None
 
     def text(key: str) -> str | None:
         value = item.get(key)
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        value, cut = cap_label(value)
+        if cut and truncated is not None:
+            truncated()
+        return value
 
     sqlite = item.get("use_sqlite")
     return Namespace(
@@ -270,15 +322,17 @@ _OBJECTS_DECODER = msgspec.json.Decoder(_ObjectsEnvelope)
 def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> ObjectsPage:
     """Count one page of objects and find the next cursor.
 
-    The next cursor is ``result_info.cursor`` (the spec, the seed, Cloudflare's emulator) or
-    else ``result_info.cursors.after`` (the current SDKs). A page without ``result_info``
-    cannot say whether more pages follow, so it is an invalid response, never a short count.
+    The next cursor is ``result_info.cursors.after`` (what Cloudflare's current SDKs read)
+    when it is a non-empty string, else ``result_info.cursor`` (the spec, the seed,
+    Cloudflare's emulator); when both are present and differ, ``cursors.after`` wins. A page
+    without ``result_info`` cannot say whether more pages follow, so it is an invalid
+    response, never a short count.
     """
     page: _ObjectsEnvelope | None = None
     if status < 400:
         try:
             page = _OBJECTS_DECODER.decode(body)
-        except msgspec.MsgspecError:
+        except _DECODE_ERRORS:
             page = None
     if page is None or page.success is not True or page.result is None:
         # Not the happy path: decode generically for the precise error.
@@ -301,7 +355,7 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
         )
     with_data = sum(1 for item in page.result if item.hasStoredData is True)
     info = page.result_info
-    cursor = info.cursor or (info.cursors.after if info.cursors else None) or None
+    cursor = (info.cursors.after if info.cursors else None) or info.cursor or None
     return ObjectsPage(len(page.result), with_data, cursor)
 
 
@@ -386,6 +440,8 @@ class CloudflareClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_object_pages: int = MAX_OBJECT_PAGES,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        request_deadline: float | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -398,9 +454,16 @@ class CloudflareClient:
         self._rng = rng or random.Random()
         self._clock = clock
         self._max_object_pages = max_object_pages
+        self._max_body = max_body_bytes
+        # Bounds one attempt, headers and body: a server dripping a byte now and then never
+        # trips the per-read timeout.
+        self._deadline = (
+            max(2 * timeout, MIN_REQUEST_DEADLINE) if request_deadline is None else request_deadline
+        )
         self._requests = 0
         self._latency: float | None = None
         self._count_lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def __repr__(self) -> str:
         return f"CloudflareClient(base_url={self._base!r}, token={self._token!r})"
@@ -418,29 +481,46 @@ class CloudflareClient:
     # -- public API -----------------------------------------------------------------------
 
     def list_accounts(self) -> list[Account]:
-        """Every account the token can read (``GET /accounts``)."""
+        """Every account the token can read (``GET /accounts``), de-duplicated by id.
+
+        Items whose id is not 32 lowercase hex are skipped (one warning, one
+        ``invalid_response`` error counted per list); names are capped like label values.
+        """
         accounts: list[Account] = []
-        for item in self._pages("accounts", "/accounts", ACCOUNTS_PER_PAGE, {}):
+        skipped = 0
+        for item in self._pages("accounts", "/accounts", ACCOUNTS_PER_PAGE, MAX_ACCOUNT_PAGES, {}):
             acc_id = item.get("id")
-            if isinstance(acc_id, str) and acc_id:
-                name = item.get("name")
-                accounts.append(Account(acc_id, name if isinstance(name, str) else ""))
+            if not is_api_id(acc_id):
+                skipped += 1
+                continue
+            name = item.get("name")
+            name, cut = cap_label(name) if isinstance(name, str) else ("", False)
+            if cut:
+                self._observer.label_truncated()
+            accounts.append(Account(acc_id, name))
+        self._note_skipped("accounts", skipped, {})
         return accounts
 
     def list_namespaces(self, account_id: str) -> list[Namespace]:
-        """Every Durable Objects namespace of an account, page by page, de-duplicated."""
-        path = f"/accounts/{account_id}/workers/durable_objects/namespaces"
+        """Every Durable Objects namespace of an account, page by page, de-duplicated by id.
+
+        Items whose id is missing or not 32 lowercase hex are skipped (one warning, one
+        ``invalid_response`` error counted per list); text fields are capped at
+        :data:`MAX_LABEL_VALUE` characters.
+        """
         context = {"account_id": account_id}
+        path = f"/accounts/{self._path_id('namespaces', account_id, context)}"
+        path += "/workers/durable_objects/namespaces"
         result: list[Namespace] = []
         skipped = 0
-        for item in self._pages("namespaces", path, NAMESPACES_PER_PAGE, context):
-            ns = parse_namespace(item)
+        pages = self._pages("namespaces", path, NAMESPACES_PER_PAGE, MAX_LIST_PAGES, context)
+        for item in pages:
+            ns = parse_namespace(item, self._observer.label_truncated)
             if ns is None:
                 skipped += 1
             else:
                 result.append(ns)
-        if skipped:
-            log.warning("namespaces without an id ignored", account_id=account_id, count=skipped)
+        self._note_skipped("namespaces", skipped, context)
         return result
 
     def count_objects(
@@ -462,11 +542,15 @@ class CloudflareClient:
         the pages read so far; ``lane(pages read)`` says where the next page queues in the
         rate limiter (default: :attr:`Lane.FRESH`).
         """
+        context = {"account_id": account_id, "namespace_id": namespace_id}
+        path = (
+            f"/accounts/{self._path_id('objects', account_id, context)}"
+            "/workers/durable_objects/namespaces/"
+            f"{self._path_id('objects', namespace_id, context)}/objects"
+        )
         limit = (
             self._max_object_pages if max_pages is None else min(max_pages, self._max_object_pages)
         )
-        path = f"/accounts/{account_id}/workers/durable_objects/namespaces/{namespace_id}/objects"
-        context = {"account_id": account_id, "namespace_id": namespace_id}
         objects = with_data = pages = 0
         cursor: str | None = None
         seen: set[int] = set()
@@ -500,30 +584,44 @@ class CloudflareClient:
     # -- pagination -----------------------------------------------------------------------
 
     def _pages(
-        self, endpoint: str, path: str, per_page: int, context: Mapping[str, str]
+        self,
+        endpoint: str,
+        path: str,
+        per_page: int,
+        max_pages: int,
+        context: Mapping[str, str],
     ) -> Iterator[dict[str, Any]]:
         """Yield the items of a page-number list, de-duplicated by ``id``.
 
-        Stops at ``result_info.total_pages`` when the API gives it; without it, when
-        ``result_info.total_count`` items were seen; without either, on a short or empty
-        page (short against the page size the server says it used, which may be smaller
-        than the one asked for). A page with nothing new while more are announced (a server
-        ignoring ``page``) is an error, not a short list; :data:`MAX_LIST_PAGES` guards
-        against endless lists.
+        Where the list ends is judged by position (items received, whatever their ids): at
+        ``result_info.total_pages`` when the API gives it; without it, once
+        ``result_info.total_count`` items were received; without either, on a short or
+        empty page (short against the page size the server says it used, which may be
+        smaller than the one asked for). De-duplication is separate: an id seen before, on
+        this page or an earlier one, is dropped; items without a string id are passed on
+        for the caller to judge. A page that is empty, or whose ids were all seen before,
+        while more are announced (a server ignoring ``page``) is an error, not a short list;
+        more than ``max_pages`` pages is an error too.
         """
         seen: set[str] = set()
+        received = duplicates = 0
         page = 1
         parse = _list_parser(endpoint)
         while True:
             params = {"page": page, "per_page": per_page}
             env, items = self._request(endpoint, path, params, context, parse, Lane.CONTROL)
-            new = [
-                item
-                for item in items
-                if not isinstance(item.get("id"), str) or item["id"] not in seen
-            ]
-            seen.update(item["id"] for item in new if isinstance(item.get("id"), str))
-            yield from new
+            fresh = with_id = 0
+            for item in items:
+                item_id = item.get("id")
+                if isinstance(item_id, str):
+                    with_id += 1
+                    if item_id in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(item_id)
+                    fresh += 1
+                yield item
+            received += len(items)
             info = env.result_info or {}
             total_pages = _int(info.get("total_pages"))
             total_count = _int(info.get("total_count"))
@@ -531,19 +629,34 @@ class CloudflareClient:
             if total_pages is not None:
                 more = page < total_pages
             elif total_count is not None:
-                more = len(seen) < total_count
+                more = received < total_count
             else:
                 more = len(items) >= page_size
-            if more and not new:
+            if more and (not items or (with_id and not fresh)):
                 # The API says there is more but repeats itself: a list we cannot trust.
                 self._fail_walk(endpoint, f"page {page} repeated an earlier page", context)
-            if not more or not new:
-                return
-            if page >= MAX_LIST_PAGES:
-                self._fail_walk(endpoint, f"more than {MAX_LIST_PAGES} pages", context)
+            if not more or not items:
+                break
+            if page >= max_pages:
+                self._fail_walk(endpoint, f"more than {max_pages} pages", context)
             page += 1
+        if duplicates:
+            log.warning("duplicate ids dropped", endpoint=endpoint, count=duplicates, **context)
 
-    def _fail_walk(self, endpoint: str, message: str, context: Mapping[str, str]) -> None:
+    def _note_skipped(self, endpoint: str, skipped: int, context: Mapping[str, str]) -> None:
+        if skipped:
+            self._observer.api_error(endpoint, INVALID_RESPONSE)
+            log.warning(
+                "items without a valid id skipped", endpoint=endpoint, count=skipped, **context
+            )
+
+    def _path_id(self, endpoint: str, value: str, context: Mapping[str, str]) -> str:
+        """``value`` if it is a 32-hex id fit for a request path, else an error (no request)."""
+        if not is_api_id(value):
+            self._fail_walk(endpoint, "not a 32-hex id; not put in a request path", context)
+        return value
+
+    def _fail_walk(self, endpoint: str, message: str, context: Mapping[str, str]) -> NoReturn:
         self._observer.api_error(endpoint, INVALID_RESPONSE)
         log.error("API pagination error", endpoint=endpoint, error=message, **context)
         raise CloudflareAPIError(message, endpoint=endpoint, kind=INVALID_RESPONSE)
@@ -563,6 +676,9 @@ class CloudflareClient:
         headers = {
             "Authorization": f"Bearer {self._token.reveal()}",
             "Accept": "application/json",
+            # Only what _Inflater decodes (and caps); requests would add br/zstd when the
+            # brotli or zstandard packages happen to be installed.
+            "Accept-Encoding": "gzip, deflate",
             "User-Agent": f"do-exporter/{__version__}",
         }
         attempt = 0
@@ -572,18 +688,31 @@ class CloudflareClient:
             with self._count_lock:
                 self._requests += 1
             started = self._clock()
+            deadline = started + self._deadline
             error: CloudflareAPIError
             retry_after: float | None = None
+            location: str | None = None
             try:
                 response = self._session.get(
-                    url, params=params, headers=headers, timeout=self._timeout, stream=True
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=self._attempt_timeout(deadline),
+                    stream=True,
+                    allow_redirects=False,
                 )
-                body = _read_body(response)
+                body = self._read_body(endpoint, response, deadline)
+            except _DeadlineExceeded:
+                self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
+                error = CloudflareAPIError("deadline exceeded", endpoint=endpoint, kind=TRANSPORT)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 self._observer.request_finished(endpoint, TRANSPORT, self._clock() - started)
                 error = CloudflareAPIError(
                     _transport_reason(exc), endpoint=endpoint, kind=TRANSPORT
                 )
+            except CloudflareAPIError as exc:  # a body we will not use (too large, undecodable)
+                self._observer.request_finished(endpoint, str(exc.status), self._clock() - started)
+                error = exc
             else:
                 elapsed = self._clock() - started
                 status = response.status_code
@@ -598,11 +727,32 @@ class CloudflareClient:
                 cf_ray = response.headers.get("CF-Ray")
                 self._note_ratelimit(response.headers)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                try:
-                    return parse(status, body, cf_ray)
-                except CloudflareAPIError as exc:
-                    error = exc
-                    error.retry_after = retry_after
+                if 300 <= status < 400:
+                    # Never followed: the token would go wherever the answer points.
+                    location = (response.headers.get("Location") or "")[:LOCATION_CHARS]
+                    error = CloudflareAPIError(
+                        "redirect not followed",
+                        endpoint=endpoint,
+                        kind="http",
+                        status=status,
+                        cf_ray=cf_ray,
+                    )
+                else:
+                    try:
+                        return parse(status, body, cf_ray)
+                    except CloudflareAPIError as exc:
+                        error = exc
+                        error.retry_after = retry_after
+                    except Exception as exc:
+                        # Whatever else a body makes a parser raise, it is a body we cannot
+                        # use: it must fail this request, never escape the client.
+                        error = CloudflareAPIError(
+                            f"unparseable response ({type(exc).__name__})",
+                            endpoint=endpoint,
+                            kind=INVALID_RESPONSE,
+                            status=status,
+                            cf_ray=cf_ray,
+                        )
             for code in error.error_codes:
                 self._observer.api_error(endpoint, code)
             delay = self._retry_delay(error, attempt)
@@ -619,6 +769,7 @@ class CloudflareClient:
                 attempt=attempt,
                 retry=delay is not None,
                 retry_in=None if delay is None else round(delay, 3),
+                **({} if location is None else {"location": location}),
             )
             if error.status == 429:
                 # The token is blocked: every worker waits, retried or not, so nothing else
@@ -630,6 +781,81 @@ class CloudflareClient:
                 raise error
             if error.status != 429 and self._cancel.wait(delay):
                 raise Cancelled()
+
+    def _attempt_timeout(self, deadline: float) -> tuple[float, float]:
+        """Connect and per-read timeouts, neither beyond the attempt's deadline."""
+        left = max(deadline - self._clock(), 0.001)
+        return min(self._timeout[0], left), min(self._timeout[1], left)
+
+    def _read_body(self, endpoint: str, response: requests.Response, deadline: float) -> bytes:
+        """The body, at most ``max_body_bytes`` raw and inflated, by ``deadline``.
+
+        Read :data:`READ_CHUNK_BYTES` at a time and inflated here (gzip, deflate) with a
+        bound on every step's output, so neither an endless body nor a gzip bomb holds more
+        than the cap plus one chunk. A timer cuts the socket at the deadline, so a server
+        dripping a byte at a time cannot hold the read past it (before the headers are in,
+        only each read is bounded, by the time left). Only a body read to its end
+        lets the connection go back to the pool; on any failure (and for a redirect, whose
+        body is not read) the connection is closed, unless urllib3 already took back one read
+        to its end.
+        """
+        status = response.status_code
+        if 300 <= status < 400:
+            response.close()
+            return b""
+        cut = threading.Event()
+        watch = self._watchdog.watch(deadline - self._clock(), response.raw, cut)
+        try:
+            body = self._read_capped(endpoint, response, cut)
+            if cut.is_set():
+                raise _DeadlineExceeded()
+        except BaseException as exc:
+            response.close()  # a half-read connection cannot be reused
+            if cut.is_set() and not isinstance(exc, _DeadlineExceeded | CloudflareAPIError):
+                raise _DeadlineExceeded() from exc
+            raise
+        finally:
+            self._watchdog.release(watch)
+        response.raw.release_conn()
+        return body
+
+    def _read_capped(
+        self, endpoint: str, response: requests.Response, cut: threading.Event
+    ) -> bytes:
+        cap = self._max_body
+
+        def unusable(message: str) -> CloudflareAPIError:
+            return CloudflareAPIError(
+                message,
+                endpoint=endpoint,
+                kind=INVALID_RESPONSE,
+                status=response.status_code,
+                cf_ray=response.headers.get("CF-Ray"),
+            )
+
+        try:
+            inflater = _inflater(response.headers.get("Content-Encoding"))
+        except ValueError as exc:
+            raise unusable(str(exc)) from None
+        chunks: list[bytes] = []
+        raw_size = size = 0
+        while not cut.is_set():
+            chunk: bytes = response.raw.read(READ_CHUNK_BYTES, decode_content=False)
+            if not chunk:
+                break
+            raw_size += len(chunk)
+            if raw_size > cap:
+                raise unusable(f"body over {cap} bytes")
+            if inflater is not None:
+                try:
+                    chunk = inflater.feed(chunk, cap - size + 1)
+                except zlib.error:
+                    raise unusable("undecodable compressed body") from None
+            size += len(chunk)
+            if size > cap:
+                raise unusable(f"body over {cap} bytes once decompressed")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _retry_delay(self, error: CloudflareAPIError, attempt: int) -> float | None:
         retryable = error.kind == TRANSPORT or (
@@ -680,19 +906,116 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _read_body(response: requests.Response) -> bytes:
-    """The whole body in one read, then the connection goes back to the pool.
+class _Watchdog:
+    """One thread, started on demand, that cuts the connections of attempts past their
+    deadline (a timer thread per request would cost more CPU than reading a page does).
 
-    ``Response.content`` reads a 1 MB page in 10 kB chunks through several layers; one
-    ``raw.read`` costs about 40% less CPU per page (docs/benchmarks.md).
+    Deadlines are on the real monotonic clock: a socket does not follow an injected one.
+    The thread ends after :attr:`IDLE` seconds with nothing to watch.
     """
-    try:
-        body: bytes = response.raw.read(decode_content=True)
-    except BaseException:
-        response.close()  # a half-read connection cannot be reused
-        raise
-    response.raw.release_conn()
-    return body
+
+    IDLE = 10.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Any, threading.Event]] = {}
+        self._key = 0
+        self._next = math.inf  # when the thread wakes next
+        self._running = False
+
+    def watch(self, seconds: float, raw: Any, cut: threading.Event) -> int:
+        """Cut ``raw``'s connection (and set ``cut``) in ``seconds`` unless released."""
+        when = time.monotonic() + max(seconds, 0.0)
+        with self._cond:
+            self._key += 1
+            self._due[self._key] = (when, raw, cut)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="api-deadline", daemon=True).start()
+            elif when < self._next:
+                self._cond.notify()
+            return self._key
+
+    def release(self, key: int) -> None:
+        with self._cond:
+            self._due.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key in [k for k, (when, _, _) in self._due.items() if when <= now]:
+                    _, raw, cut = self._due.pop(key)
+                    _cut_connection(raw, cut)  # a shutdown(2): quick, never blocks
+                if not self._due:
+                    self._next = now + self.IDLE
+                    if not self._cond.wait(self.IDLE) and not self._due:
+                        self._running = False
+                        return
+                    continue
+                self._next = min(when for when, _, _ in self._due.values())
+                self._cond.wait(self._next - now)
+
+
+class _DeadlineExceeded(Exception):
+    """An attempt ran past the client's request deadline (a transport error)."""
+
+
+def _cut_connection(raw: Any, cut: threading.Event) -> None:
+    """Shut the socket under a response being read (from the watchdog's thread)."""
+    cut.set()
+    shutdown = getattr(raw, "shutdown", None)  # urllib3 >= 2.3: wakes a blocked read
+    if shutdown is not None:
+        # Already closed or released (ValueError, RuntimeError): nothing left to cut.
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            shutdown()
+
+
+class _Inflater:
+    """gzip or deflate, inflated a bounded amount at a time (a bomb never fully inflates)."""
+
+    def __init__(self, *, gzip: bool) -> None:
+        self._gzip = gzip
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+        self._head = b""  # deflate: the first bytes, until zlib or raw format is known
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        """Inflate ``data``; at most ``limit`` bytes come out (``limit`` means "too much")."""
+        if self._obj is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            # "deflate" is meant to be zlib-wrapped (RFC 9110), but some servers send raw.
+            head = self._head
+            wrapped = head[0] & 0x0F == 8 and int.from_bytes(head[:2], "big") % 31 == 0
+            self._obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, self._head = head, b""
+        out: list[bytes] = []
+        while data and limit > 0:
+            piece = self._obj.decompress(data, limit)
+            out.append(piece)
+            limit -= len(piece)
+            if self._obj.eof:
+                data = self._obj.unused_data
+                if not (data and self._gzip):
+                    break  # the end (bytes after a deflate stream are ignored)
+                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)  # next gzip member
+            else:
+                data = self._obj.unconsumed_tail  # left over only when limit was reached
+        return b"".join(out)
+
+
+def _inflater(content_encoding: str | None) -> _Inflater | None:
+    """The decoder for a Content-Encoding; ValueError for one we did not ask for."""
+    codings = [
+        c for c in (part.strip().lower() for part in (content_encoding or "").split(","))
+        if c and c != "identity"
+    ]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(gzip=codings[0] != "deflate")
+    raise ValueError(f"unsupported Content-Encoding {(content_encoding or '')[:40]!r}")
 
 
 def _head_seconds(response: requests.Response, total: float) -> float:

@@ -51,6 +51,12 @@ class ExporterMetrics(Collector):
             ["endpoint", "error_code"],
             registry=None,
         )
+        self.truncated = Counter(
+            f"{SELF}_label_values_truncated",
+            "Label values from the API (namespace name, class, script; account name) cut to "
+            "1024 characters, ending in '...[truncated]'.",
+            registry=None,
+        )
         self.build = Info(f"{SELF}_build", "do-exporter build information.", registry=None)
         self.build.info({"version": __version__})
         # Every series reads 0 from the start, so rate() and alerts work before a failure.
@@ -70,6 +76,9 @@ class ExporterMetrics(Collector):
     def api_error(self, endpoint: str, error_code: str) -> None:
         self.errors.labels(endpoint, error_code).inc()
 
+    def label_truncated(self) -> None:
+        self.truncated.inc()
+
     def ratelimit_remaining(self, remaining: int) -> None:
         with self._lock:
             self._remaining = remaining
@@ -77,7 +86,7 @@ class ExporterMetrics(Collector):
     # -- Collector ------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        for metric in (self.requests, self.duration, self.errors, self.build):
+        for metric in (self.requests, self.duration, self.errors, self.truncated, self.build):
             for family in metric.collect():
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]
                 yield family
@@ -92,6 +101,6 @@ class ExporterMetrics(Collector):
         yield remaining
 
     def describe(self) -> Iterator[Metric]:
-        for metric in (self.requests, self.duration, self.errors, self.build):
+        for metric in (self.requests, self.duration, self.errors, self.truncated, self.build):
             yield from metric.describe()
         yield GaugeMetricFamily(f"{SELF}_api_ratelimit_remaining", "")

@@ -3,15 +3,28 @@ retries, rate-limit headers, errors."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
 import json
 import random
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
+from requests_mock import ANY
+from requests_mock import Mocker as requests_mock_mocker
+from structlog.testing import capture_logs
 
 from do_exporter.cloudflare import (
+    MAX_LABEL_VALUE,
+    TRUNCATED_MARKER,
     CloudflareAPIError,
     CloudflareClient,
     RetryPolicy,
@@ -28,7 +41,8 @@ from tests.conftest import FAST_RETRY
 BASE = "https://api.test/client/v4"
 ACC = "0123456789abcdef0123456789abcdef"
 NS_URL = f"{BASE}/accounts/{ACC}/workers/durable_objects/namespaces"
-OBJ_URL = f"{NS_URL}/nsid/objects"
+NSID = "b" * 32
+OBJ_URL = f"{NS_URL}/{NSID}/objects"
 TOKEN = "tok-very-secret-123"
 
 
@@ -47,6 +61,11 @@ def err(code: int, message: str) -> dict[str, Any]:
         "messages": [],
         "result": None,
     }
+
+
+def nid(tag: str) -> str:
+    """A 32-hex namespace or account id, stable per tag."""
+    return hashlib.md5(tag.encode()).hexdigest()
 
 
 def objects(n: int, stored_every: int = 2) -> list[dict[str, Any]]:
@@ -102,14 +121,14 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
     """Pages are fetched until total_pages, with the largest page size, and no extra page."""
     pages = [
         env(
-            [{"id": f"n{p}{i}", "name": f"x{p}{i}"} for i in range(3)],
+            [{"id": nid(f"n{p}{i}"), "name": f"x{p}{i}"} for i in range(3)],
             {"page": p, "per_page": 1000, "total_pages": 3, "count": 3, "total_count": 9},
         )
         for p in (1, 2, 3)
     ]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     result = client.list_namespaces(ACC)
-    assert [n.id for n in result] == [f"n{p}{i}" for p in (1, 2, 3) for i in range(3)]
+    assert [n.id for n in result] == [nid(f"n{p}{i}") for p in (1, 2, 3) for i in range(3)]
     assert requests_mock.call_count == 3
     assert [r.qs["page"] for r in requests_mock.request_history] == [["1"], ["2"], ["3"]]
     assert requests_mock.request_history[0].qs["per_page"] == ["1000"]
@@ -119,8 +138,9 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
 def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_mock: Any) -> None:
     """Without total_pages, a page is short only against the size the server says it used."""
     pages = [
-        env([{"id": f"n{p}{i}"} for i in range(2)], {"page": p, "per_page": 2}) for p in (1, 2)
-    ] + [env([{"id": "last"}], {"page": 3, "per_page": 2})]
+        env([{"id": nid(f"n{p}{i}")} for i in range(2)], {"page": p, "per_page": 2})
+        for p in (1, 2)
+    ] + [env([{"id": nid("last")}], {"page": 3, "per_page": 2})]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     assert len(client.list_namespaces(ACC)) == 5
     assert requests_mock.call_count == 3
@@ -129,7 +149,7 @@ def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_m
 def test_namespaces_server_ignoring_page(client: CloudflareClient, requests_mock: Any) -> None:
     """A server that repeats page 1 while announcing more pages gives an error, not a
     silently short list (whose missing namespaces would lose their series)."""
-    same = env([{"id": "a"}, {"id": "b"}], {"per_page": 2, "total_pages": 5})
+    same = env([{"id": nid("a")}, {"id": nid("b")}], {"per_page": 2, "total_pages": 5})
     requests_mock.get(NS_URL, json=same)
     with pytest.raises(CloudflareAPIError, match="repeated an earlier page"):
         client.list_namespaces(ACC)
@@ -143,10 +163,10 @@ def test_namespaces_total_count_continues_past_an_unannounced_cap(
     requests_mock.get(
         NS_URL,
         [
-            {"json": env([{"id": f"p{p}i{i}"} for i in range(100)], {"total_count": 250})}
+            {"json": env([{"id": nid(f"p{p}i{i}")} for i in range(100)], {"total_count": 250})}
             for p in (1, 2)
         ]
-        + [{"json": env([{"id": f"p3i{i}"} for i in range(50)], {"total_count": 250})}],
+        + [{"json": env([{"id": nid(f"p3i{i}")} for i in range(50)], {"total_count": 250})}],
     )
     assert len(client.list_namespaces(ACC)) == 250
     assert requests_mock.call_count == 3
@@ -157,18 +177,128 @@ def test_namespace_fields_missing_become_none(client: CloudflareClient, requests
     requests_mock.get(
         NS_URL,
         json=env(
-            [{"id": "a", "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
+            [{"id": nid("a"), "class": "C", "use_sqlite": "yes"}, {"name": "no id"}],
             {"total_pages": 1},
         ),
     )
     [only] = client.list_namespaces(ACC)
     assert (only.id, only.class_name, only.name, only.script, only.use_sqlite) == (
-        "a",
+        nid("a"),
         "C",
         None,
         None,
         None,
     )
+
+
+def test_namespaces_duplicate_ids_counted_once(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
+    """An id repeated on the same page or on a later one is listed once."""
+    a, b, c = nid("a"), nid("b"), nid("c")
+    requests_mock.get(
+        NS_URL,
+        [
+            {"json": env([{"id": a}, {"id": a}, {"id": b}], {"total_pages": 2})},
+            {"json": env([{"id": b}, {"id": c}, {"id": c}], {"total_pages": 2})},
+        ],
+    )
+    assert [n.id for n in client.list_namespaces(ACC)] == [a, b, c]
+    assert requests_mock.call_count == 2
+
+
+@pytest.mark.parametrize("info", [{"total_count": 3}, {"per_page": 3}])
+def test_namespaces_item_without_id_still_counts_as_a_position(
+    client: CloudflareClient, requests_mock: Any, info: dict[str, int]
+) -> None:
+    """A page's end is judged by how many items came, not how many ids: an item without an
+    id neither asks for one page too many nor makes the next page look repeated."""
+    page1 = env([{"id": nid("a")}, {"name": "no id"}, {"id": nid("b")}], info)
+    requests_mock.get(
+        NS_URL,
+        [{"json": page1}, {"json": env([{"id": nid("c")}], {**info, "page": 2})}],
+    )
+    names = [n.id for n in client.list_namespaces(ACC)]
+    if "total_count" in info:  # three items of three: one page
+        assert (names, requests_mock.call_count) == ([nid("a"), nid("b")], 1)
+    else:  # a full page of three, then a short one
+        assert (names, requests_mock.call_count) == ([nid("a"), nid("b"), nid("c")], 2)
+
+
+def test_ids_not_32_hex_are_skipped_with_one_warning(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """Namespace and account ids other than 32 lowercase hex never reach a request path:
+    skipped, one warning and one invalid_response error per list."""
+    bad = ["nsid", "../../../user/tokens", nid("x").upper(), nid("x")[:31], 7, None]
+    requests_mock.get(
+        NS_URL,
+        json=env([{"id": v} for v in bad] + [{"id": nid("ok")}], {"total_pages": 1}),
+    )
+    requests_mock.get(
+        f"{BASE}/accounts",
+        json=env([{"id": v, "name": "n"} for v in bad] + [{"id": ACC, "name": "A"}], {}),
+    )
+    with capture_logs() as logs:
+        assert [n.id for n in client.list_namespaces(ACC)] == [nid("ok")]
+        assert [(a.id, a.name) for a in client.list_accounts()] == [(ACC, "A")]
+    skipped = [e for e in logs if e["event"] == "items without a valid id skipped"]
+    assert [(e["endpoint"], e["count"]) for e in skipped] == [
+        ("namespaces", len(bad)),
+        ("accounts", len(bad)),
+    ]
+    assert api_errors(metrics, "namespaces", "invalid_response") == 1
+    assert api_errors(metrics, "accounts", "invalid_response") == 1
+
+
+@pytest.mark.parametrize("namespace_id", ["nsid", "../" + "b" * 32, "B" * 32, ""])
+def test_count_objects_refuses_an_id_unfit_for_a_path(
+    client: CloudflareClient, requests_mock: Any, namespace_id: str
+) -> None:
+    """A namespace or account id that is not 32 hex fails without any request."""
+    requests_mock.get(ANY, json=env([], {"cursor": ""}))
+    with pytest.raises(CloudflareAPIError) as info:
+        client.count_objects(ACC, namespace_id)
+    assert info.value.kind == "invalid_response"
+    with pytest.raises(CloudflareAPIError):
+        client.list_namespaces(namespace_id or "x")
+    assert requests_mock.call_count == 0
+
+
+def test_long_label_values_are_truncated_and_counted(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """Names, classes, scripts and account names over MAX_LABEL_VALUE characters are cut,
+    end in the marker, and each cut is counted; the counter reads 0 before any."""
+    truncated = "cloudflare_durable_objects_exporter_label_values_truncated_total"
+    assert sample(metrics, truncated) == 0
+    long = "é" * 5000
+    exact = "x" * MAX_LABEL_VALUE
+    requests_mock.get(
+        NS_URL,
+        json=env(
+            [{"id": nid("a"), "name": long, "class": exact, "script": long}], {"total_pages": 1}
+        ),
+    )
+    requests_mock.get(f"{BASE}/accounts", json=env([{"id": ACC, "name": long}], {}))
+    [ns] = client.list_namespaces(ACC)
+    [account] = client.list_accounts()
+    assert ns.class_name == exact  # at the limit: untouched
+    for value in (ns.name, ns.script, account.name):
+        assert value is not None and len(value) == MAX_LABEL_VALUE
+        assert value == long[: MAX_LABEL_VALUE - len(TRUNCATED_MARKER)] + TRUNCATED_MARKER
+    assert sample(metrics, truncated) == 3
+
+
+def test_accounts_beyond_5000_are_listed(client: CloudflareClient, requests_mock: Any) -> None:
+    """GET /accounts (50 a page) has its own page cap: 6,000 accounts are 120 pages."""
+    pages = [
+        env([{"id": f"{p * 50 + i:032x}", "name": "n"} for i in range(50)], {"total_pages": 120})
+        for p in range(120)
+    ]
+    requests_mock.get(f"{BASE}/accounts", [{"json": page} for page in pages])
+    assert len(client.list_accounts()) == 6000
+    assert requests_mock.call_count == 120
 
 
 # -- cursor pagination ----------------------------------------------------------------
@@ -196,18 +326,35 @@ def test_objects_walk_every_cursor_shape(
             {"json": env(objects(7), info(""))},
         ],
     )
-    count = client.count_objects(ACC, "nsid")
+    count = client.count_objects(ACC, NSID)
     assert (count.objects, count.with_stored_data, count.pages) == (20_007, 5000 + 2500 + 4, 3)
     history = requests_mock.request_history
     assert [r.qs.get("cursor") for r in history] == [None, ["c1"], ["c2"]]
     assert all(r.qs["limit"] == ["10000"] for r in history)
 
 
+def test_objects_cursors_after_wins_over_a_different_cursor(
+    client: CloudflareClient, requests_mock: Any
+) -> None:
+    """When result_info.cursor and cursors.after differ, cursors.after is followed (what the
+    current SDKs read); an empty cursors.after falls back to cursor."""
+    requests_mock.get(
+        OBJ_URL,
+        [
+            {"json": env(objects(2), {"cursor": "old", "cursors": {"after": "new"}})},
+            {"json": env(objects(2), {"cursor": "c2", "cursors": {"after": ""}})},
+            {"json": env(objects(2), {"cursor": "", "cursors": {"after": ""}})},
+        ],
+    )
+    assert client.count_objects(ACC, NSID).objects == 6
+    assert [r.qs.get("cursor") for r in requests_mock.request_history] == [None, ["new"], ["c2"]]
+
+
 def test_objects_empty_namespace_is_one_request(
     client: CloudflareClient, requests_mock: Any
 ) -> None:
     requests_mock.get(OBJ_URL, json=env([], {"cursor": ""}))
-    assert client.count_objects(ACC, "nsid").objects == 0
+    assert client.count_objects(ACC, NSID).objects == 0
     assert requests_mock.call_count == 1
 
 
@@ -222,7 +369,7 @@ def test_objects_empty_page_ends_walk_despite_cursor(
             {"json": env([], {"cursor": "c2"})},
         ],
     )
-    assert client.count_objects(ACC, "nsid").objects == 3
+    assert client.count_objects(ACC, NSID).objects == 3
     assert requests_mock.call_count == 2
 
 
@@ -237,7 +384,7 @@ def test_objects_repeated_cursor_is_an_error(client: CloudflareClient, requests_
         ],
     )
     with pytest.raises(CloudflareAPIError, match="repeated a cursor"):
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert requests_mock.call_count == 3
 
 
@@ -254,8 +401,21 @@ def test_objects_walk_is_bounded(metrics: ExporterMetrics, requests_mock: Any) -
     )
     requests_mock.get(OBJ_URL, json=lambda r, c: env(objects(1), {"cursor": f"c{next(counter)}"}))
     with pytest.raises(CloudflareAPIError, match="more than 5 pages"):
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert requests_mock.call_count == 5
+    assert api_errors(metrics, "objects", "invalid_response") == 1
+
+
+def test_objects_walk_bound_per_call(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """count_objects(max_pages=...) bounds one walk below the client's max_object_pages."""
+    counter = iter(range(10**6))
+    requests_mock.get(OBJ_URL, json=lambda r, c: env(objects(1), {"cursor": f"c{next(counter)}"}))
+    with pytest.raises(CloudflareAPIError, match="more than 3 pages") as info:
+        client.count_objects(ACC, NSID, max_pages=3)
+    assert info.value.kind == "invalid_response"
+    assert requests_mock.call_count == 3
     assert api_errors(metrics, "objects", "invalid_response") == 1
 
 
@@ -265,7 +425,7 @@ def test_objects_missing_result_info_is_invalid(
     """Without result_info nobody can tell whether more pages follow: an error, not a count."""
     requests_mock.get(OBJ_URL, json=env(objects(10)))
     with pytest.raises(CloudflareAPIError) as info:
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
     assert info.value.kind == "invalid_response"
     assert requests_mock.call_count == 1
 
@@ -288,7 +448,7 @@ def test_429_with_retry_after_pauses_then_succeeds(
             {"json": env(objects(4), {"cursor": ""})},
         ],
     )
-    assert client.count_objects(ACC, "nsid").objects == 4
+    assert client.count_objects(ACC, NSID).objects == 4
     assert limiter.paused_for() == 0  # the pause was waited out by the retry
     assert api_requests(metrics, "objects", "429") == 1
     assert api_errors(metrics, "objects", "971") == 1
@@ -306,10 +466,10 @@ def test_html_502_is_retried_then_succeeds(
                 "text": "<html><body>Bad gateway</body></html>",
                 "headers": {"Content-Type": "text/html", "CF-Ray": "8a1b-LHR"},
             },
-            {"json": env([{"id": "x"}], {"total_pages": 1})},
+            {"json": env([{"id": nid("x")}], {"total_pages": 1})},
         ],
     )
-    assert [n.id for n in client.list_namespaces(ACC)] == ["x"]
+    assert [n.id for n in client.list_namespaces(ACC)] == [nid("x")]
     assert api_errors(metrics, "namespaces", "invalid_response") == 1
 
 
@@ -323,6 +483,18 @@ def test_transport_error_retried_then_gives_up(
     assert info.value.kind == "transport"
     assert requests_mock.call_count == FAST_RETRY.attempts
     assert api_requests(metrics, "namespaces", "transport") == FAST_RETRY.attempts
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_not_implemented_is_not_retried(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any, status: int
+) -> None:
+    """501 and 505 never succeed on a retry: one attempt, one error."""
+    requests_mock.get(NS_URL, status_code=status, text="<html>no</html>")
+    with pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert (info.value.kind, info.value.status) == ("http", status)
+    assert requests_mock.call_count == 1
 
 
 @pytest.mark.parametrize(("status", "code"), [(403, 10000), (401, 9106), (404, 10066), (400, 7003)])
@@ -365,15 +537,23 @@ def test_success_false_with_200_is_an_api_error(
         b'{"success": true, "result": {"id": 1}, "result_info": {}}',
         b'{"success": true, "result": [1, 2], "result_info": {}}',
         b'{"success": true, "result": [], "result_info": []}',
+        b"[" * 100_000,  # RecursionError out of msgspec
+        b'{"success": true, "result": [], "result_info": ' + b"[" * 100_000,
+        b'{"success": true, "result": [], "result_info": {"cursor": "\xff\xfe"}}',
     ],
 )
 def test_unusable_bodies_are_invalid_responses(
     client: CloudflareClient, requests_mock: Any, body: bytes
 ) -> None:
-    """Truncated JSON, wrong types and bad result_info end as CloudflareAPIError."""
+    """Truncated JSON, wrong types, bad result_info, JSON nested deeper than the decoder
+    recurses and invalid UTF-8 end as CloudflareAPIError, on both endpoints."""
     requests_mock.get(OBJ_URL, content=body)
+    requests_mock.get(NS_URL, content=body)
     with pytest.raises(CloudflareAPIError) as info:
-        client.count_objects(ACC, "nsid")
+        client.count_objects(ACC, NSID)
+    assert info.value.kind == "invalid_response"
+    with pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
     assert info.value.kind == "invalid_response"
 
 
@@ -518,3 +698,215 @@ def test_parse_envelope_html_error_page() -> None:
     with pytest.raises(CloudflareAPIError) as info:
         parse_envelope("objects", 503, b"<html>Service unavailable</html>", "ray")
     assert (info.value.kind, info.value.status, info.value.cf_ray) == ("http", 503, "ray")
+
+
+# -- byte-level misbehaviour over real sockets ------------------------------------------
+
+Answer = Callable[[socket.socket], bool]  # writes an answer; True keeps the connection
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server answering request n with ``answers[n]`` (the last one
+    repeats), byte for byte, counting connections and requests."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/client/v4"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                self.connections += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                answer = self.answers[min(self.requests, len(self.answers) - 1)]
+                self.requests += 1
+                if not answer(conn):
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def http_answer(body: bytes, *head: str, status: str = "200 OK") -> Answer:
+    def answer(conn: socket.socket) -> bool:
+        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *head]
+        conn.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        return True
+
+    return answer
+
+
+OK_BODY = json.dumps(env([{"id": nid("a")}], {"total_pages": 1})).encode()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[list[Answer]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(answers: list[Answer]) -> RawServer:
+        servers.append(RawServer(answers))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def real_client(url: str, metrics: ExporterMetrics, **kwargs: Any) -> CloudflareClient:
+    kwargs.setdefault("retry", RetryPolicy(attempts=1))
+    return CloudflareClient(
+        requests.Session(),
+        url,
+        Secret(TOKEN),
+        limiter=RateLimiter(100_000),
+        observer=metrics,
+        max_body_bytes=1024 * 1024,
+        **kwargs,
+    )
+
+
+def endless_chunks(conn: socket.socket) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the client hangs up
+        conn.sendall(chunk)
+    return False
+
+
+GZIP_BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)  # ~64 kB
+DEFLATE_BOMB = zlib.compress(b"\0" * (64 * 1024 * 1024), 9)
+
+
+# The bombs are 64 kB on the wire: read to their end in one read, their connection is clean
+# and urllib3 has already put it back in the pool; the others are cut off mid-body.
+@pytest.mark.parametrize(
+    ("answer", "connections"),
+    [
+        (http_answer(b" " * (3 * 1024 * 1024) + OK_BODY), 2),  # over the cap, raw
+        (endless_chunks, 2),
+        (http_answer(GZIP_BOMB, "Content-Encoding: gzip"), 1),
+        (http_answer(DEFLATE_BOMB, "Content-Encoding: deflate"), 1),
+        (http_answer(GZIP_BOMB, "Content-Encoding: br"), 2),  # not asked for: undecodable
+    ],
+    ids=["large", "endless-chunked", "gzip-bomb", "deflate-bomb", "unasked-encoding"],
+)
+def test_bodies_over_the_cap_are_invalid_and_close_the_connection(
+    raw_server: Callable[[list[Answer]], RawServer],
+    metrics: ExporterMetrics,
+    answer: Answer,
+    connections: int,
+) -> None:
+    """A body over max_body_bytes, raw or inflated, fails as invalid_response (counted,
+    logged) in bounded time and memory; a connection with unread bytes is closed."""
+    server = raw_server([answer, http_answer(OK_BODY)])
+    client = real_client(server.url, metrics)
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert time.monotonic() - started < 10
+    assert (info.value.kind, info.value.status) == ("invalid_response", 200)
+    assert api_errors(metrics, "namespaces", "invalid_response") == 1
+    assert api_requests(metrics, "namespaces", "200") == 1
+    assert [e["error_kind"] for e in logs if e["event"] == "API request failed"] == [
+        "invalid_response"
+    ]
+    assert [n.id for n in client.list_namespaces(ACC)] == [nid("a")]
+    assert (server.requests, server.connections) == (2, connections)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate-zlib", "deflate-raw", "identity"])
+def test_compressed_pages_are_read_and_the_connection_reused(
+    raw_server: Callable[[list[Answer]], RawServer], metrics: ExporterMetrics, encoding: str
+) -> None:
+    """gzip and both deflate flavours decode; a body read to its end keeps the connection."""
+    if encoding == "gzip":
+        body = gzip.compress(OK_BODY)
+    elif encoding == "deflate-zlib":
+        body = zlib.compress(OK_BODY)
+    elif encoding == "deflate-raw":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = packer.compress(OK_BODY) + packer.flush()
+    else:
+        body = OK_BODY
+    header = f"Content-Encoding: {encoding.split('-')[0]}"
+    server = raw_server([http_answer(body, header)])
+    client = real_client(server.url, metrics)
+    for _ in range(2):
+        assert [n.id for n in client.list_namespaces(ACC)] == [nid("a")]
+    assert (server.requests, server.connections) == (2, 1)
+    # Only what the client can cap, even where brotli or zstandard is installed.
+    assert sent_accept_encoding(client) == "gzip, deflate"
+
+
+def sent_accept_encoding(client: CloudflareClient) -> str:
+    """The Accept-Encoding the client sends."""
+    with requests_mock_mocker() as mocker:
+        mocker.get(ANY, json=env([], {"total_pages": 1}))
+        client.list_namespaces(ACC)
+        return str(mocker.request_history[0].headers["Accept-Encoding"])
+
+
+def drip(conn: socket.socket) -> bool:
+    """Headers at once, then one body byte every 0.2 s: no single read ever times out."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(1000):
+        time.sleep(0.2)
+        conn.sendall(b" ")
+    return False
+
+
+def test_a_dripping_server_ends_at_the_deadline_and_is_retried(
+    raw_server: Callable[[list[Answer]], RawServer], metrics: ExporterMetrics
+) -> None:
+    """Each attempt ends at request_deadline as a transport error and is retried like one,
+    though the per-read timeout (1 s) never trips."""
+    server = raw_server([drip, drip, http_answer(OK_BODY)])
+    client = real_client(
+        server.url,
+        metrics,
+        timeout=1.0,
+        request_deadline=1.0,
+        retry=RetryPolicy(attempts=2, base=0.01, max_backoff=0.01),
+    )
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5, elapsed
+    assert (info.value.kind, info.value.args[0]) == ("transport", "deadline exceeded")
+    assert [e["retry"] for e in logs if e["event"] == "API request failed"] == [True, False]
+    assert api_requests(metrics, "namespaces", "transport") == 2
+    assert api_errors(metrics, "namespaces", "transport") == 2
+    assert server.requests == 2
+
+
+def test_redirects_are_not_followed(
+    client: CloudflareClient, metrics: ExporterMetrics, requests_mock: Any
+) -> None:
+    """A 3xx is an http error, not retried, logged with its Location cut to 300 chars; the
+    target (which would get the token) is never asked."""
+    target = "https://elsewhere.test/" + "x" * 1000
+    requests_mock.get(NS_URL, status_code=302, headers={"Location": target})
+    requests_mock.get(target, json=env([{"id": nid("a")}], {"total_pages": 1}))
+    with capture_logs() as logs, pytest.raises(CloudflareAPIError) as info:
+        client.list_namespaces(ACC)
+    assert (info.value.kind, info.value.status) == ("http", 302)
+    assert requests_mock.call_count == 1
+    [event] = [e for e in logs if e["event"] == "API request failed"]
+    assert event["location"] == target[:300] and event["retry"] is False

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 P = "cloudflare_durable_objects_"
 E = P + "exporter_"
 
-# DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` is a later addition
-# the dashboard shows where it exists.
+# DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
+# `label_values_truncated_total` are later additions (README changelog).
 CONTRACT: dict[str, frozenset[str]] = {
     P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
     P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
@@ -40,6 +40,7 @@ CONTRACT: dict[str, frozenset[str]] = {
     E + "api_ratelimit_remaining": frozenset(),
     E + "build_info": frozenset({"version"}),
     E + "full_refresh_seconds": frozenset(),
+    E + "label_values_truncated_total": frozenset(),
 }
 HISTOGRAMS = {E + "api_request_duration_seconds"}
 # Series Prometheus makes itself, which the rules and dashboard may use too.
