@@ -648,7 +648,9 @@ class GraphQLEndpoint:
         if not known or (token is not None and token.accounts is not None
                          and account_id not in token.accounts):  # fmt: skip
             raise _QueryError("not authorized for that account", "authz")
-        if token is not None and not token.has_permission(account_id, "account_analytics_read"):
+        if token is not None and not token.has_permission(
+            str(account_id), "account_analytics_read"
+        ):
             raise _QueryError("not authorized for that account", "authz")
         return [{"accountTag": account_id}]
 
