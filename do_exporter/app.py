@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,9 +25,10 @@ from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .cloudflare import CloudflareClient
-from .config import RATE_LIMIT_WINDOW, Config, Secret, TokenFile
+from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
 from .model import Snapshot
-from .poller import Poller
+from .planner import Credential
+from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
@@ -47,51 +49,97 @@ class StartupError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the API is and how to talk to it (from the config, or from the demo simulator)."""
+    """One credential: where the API is, its token, its accounts and its budget.
+
+    From the flags (one), ``--config.file`` (several) or the demo simulator. ``None`` budget
+    fields take the flags' values.
+    """
 
     api_url: str
     token: Secret
     account_ids: tuple[str, ...]
+    name: str = DEFAULT_CREDENTIAL
+    api_rate_limit: int | None = None
+    api_reserve: int | None = None
+
+
+def targets_from(config: Config) -> tuple[Target, ...]:
+    """One target per configured credential (the flags make one named ``default``)."""
+    return tuple(
+        Target(
+            config.api_url,
+            c.token,
+            c.account_ids,
+            name=c.name,
+            api_rate_limit=c.api_rate_limit,
+            api_reserve=c.api_reserve,
+        )
+        for c in config.credentials
+    )
 
 
 class Exporter:
     """The daemon: everything the process runs, built from a :class:`Config`."""
 
-    def __init__(self, config: Config, target: Target, *, web: WebConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        target: Target | Sequence[Target],
+        *,
+        web: WebConfig | None = None,
+    ) -> None:
         self.config = config
         self.web = web
+        self.targets = (target,) if isinstance(target, Target) else tuple(target)
+        if not self.targets:
+            raise ValueError("an exporter needs at least one target")
         # Every token source in use, once each (SIGHUP re-reads them).
         self.tokens: tuple[Secret, ...] = tuple(
-            {id(t): t for t in (target.token, *(c.token for c in config.credentials))}.values()
+            {
+                id(t): t
+                for t in (*(x.token for x in self.targets), *(c.token for c in config.credentials))
+            }.values()
         )
         self.cancel = threading.Event()
         self.metrics = ExporterMetrics()
-        self.limiter = RateLimiter(
-            config.api_rate_limit,
-            RATE_LIMIT_WINDOW,
-            per_second=PER_SECOND_LIMIT,
-            cancel=self.cancel,
-        )
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.max_concurrency)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.client = CloudflareClient(
-            self.session,
-            target.api_url,
-            target.token,
-            limiter=self.limiter,
-            timeout=config.api_timeout,
-            observer=self.metrics,
-            cancel=self.cancel,
-        )
+        self.limiters: dict[str, RateLimiter] = {}
+        sources: list[Source] = []
+        for t in self.targets:
+            rate = t.api_rate_limit if t.api_rate_limit is not None else config.api_rate_limit
+            reserve = t.api_reserve if t.api_reserve is not None else config.api_reserve
+            limiter = RateLimiter(
+                rate,
+                RATE_LIMIT_WINDOW,
+                per_second=PER_SECOND_LIMIT,
+                reserve=reserve,
+                cancel=self.cancel,
+            )
+            client = CloudflareClient(
+                self.session,
+                t.api_url,
+                t.token,
+                limiter=limiter,
+                timeout=config.api_timeout,
+                observer=self.metrics.for_credential(t.name),
+                cancel=self.cancel,
+            )
+            budget = rate * config.interval / RATE_LIMIT_WINDOW
+            credential = Credential(
+                t.name, t.account_ids, budget, window_polls=RATE_LIMIT_WINDOW / config.interval
+            )
+            self.metrics.add_budget(t.name, limiter)
+            self.limiters[t.name] = limiter
+            sources.append(Source(credential, client, limiter))
+        self.limiter = sources[0].limiter
+        self.client = sources[0].client
         self.poller = Poller(
-            self.client,
-            account_ids=target.account_ids,
+            sources=sources,
             max_workers=config.max_concurrency,
-            budget_per_poll=config.api_rate_limit * config.interval / RATE_LIMIT_WINDOW,
             burst_rate=PER_SECOND_LIMIT,
-            limiter=self.limiter,
             cancel=self.cancel,
         )
         self.store = SnapshotStore()
@@ -213,6 +261,8 @@ class Exporter:
             interval_seconds=self.config.interval,
             api_rate_limit=self.config.api_rate_limit,
             accounts=list(self.poller.account_ids) or "discover",
+            credentials=[t.name for t in self.targets],
+            api_reserve=self.config.api_reserve,
         )
         scheduler.start()
         done = threading.Event()

@@ -14,7 +14,7 @@ from typing import NoReturn
 import structlog
 
 from . import __version__
-from .app import Exporter, StartupError, Target
+from .app import Exporter, StartupError, Target, targets_from
 from .config import (
     DEFAULT_API_RESERVE,
     DEFAULT_API_URL,
@@ -226,15 +226,15 @@ def _main(argv: Sequence[str] | None) -> int:
 
         simulator = Simulator(demo_scenario(), host="127.0.0.1", port=0)
         simulator.start()
-        target = Target(simulator.api_url, Secret(simulator.token), ())
+        targets: tuple[Target, ...] = (Target(simulator.api_url, Secret(simulator.token), ()),)
         log.info(
             "demo mode: exporting from the built-in Cloudflare API simulator",
             simulator=simulator.api_url,
         )
     else:
-        target = Target(config.api_url, config.api_token, config.account_ids)
+        targets = targets_from(config)
     try:
-        exporter = Exporter(config, target, web=web)
+        exporter = Exporter(config, targets, web=web)
         if config.once:
             return _once(exporter)
         return _serve(exporter, config)

@@ -374,7 +374,8 @@ def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | Non
     """Requests remaining and seconds until the window resets, from either header style.
 
     ``Ratelimit: "default";r=50;t=30`` (current) or ``X-RateLimit-Remaining`` /
-    ``X-RateLimit-Reset`` (older deployments). Unknown parts are ``None``.
+    ``X-RateLimit-Reset`` (older deployments; the reset as seconds, a Unix time or an HTTP
+    date). Unknown parts are ``None``.
     """
     remaining: int | None = None
     reset: float | None = None
@@ -387,10 +388,14 @@ def parse_ratelimit(headers: Mapping[str, str]) -> tuple[int | None, float | Non
     if remaining is None:
         remaining = _small_int(headers.get("X-RateLimit-Remaining", "").strip())
     if reset is None:
-        raw = _small_int(headers.get("X-RateLimit-Reset", "").strip())
+        text = headers.get("X-RateLimit-Reset", "").strip()
+        raw = _small_int(text)
         if raw is not None:
             # Either seconds from now or a Unix time: a value far in the future is a time.
             reset = raw - time.time() if raw > 1e9 else float(raw)
+        elif text:
+            # Cloudflare documented this header as an HTTP date (RFC 1123) on 429 answers.
+            reset = parse_retry_after(text[:64])
     return remaining, reset
 
 
@@ -1008,7 +1013,8 @@ class _Inflater:
 def _inflater(content_encoding: str | None) -> _Inflater | None:
     """The decoder for a Content-Encoding; ValueError for one we did not ask for."""
     codings = [
-        c for c in (part.strip().lower() for part in (content_encoding or "").split(","))
+        c
+        for c in (part.strip().lower() for part in (content_encoding or "").split(","))
         if c and c != "identity"
     ]
     if not codings:

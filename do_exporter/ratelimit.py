@@ -51,6 +51,8 @@ class Lane(IntEnum):
 HEAD_SLEEP = 5.0
 # Seconds held when the API reports the reserve reached but gives no reset time.
 DEFAULT_RESERVE_HOLD = 60.0
+# Shortest hold: "t=0" means the window resets within the second.
+MIN_RESERVE_HOLD = 1.0
 # Longest hold for the reserve: Cloudflare's window; a wild reset time must not stop us.
 MAX_RESERVE_HOLD = 300.0
 
@@ -82,13 +84,14 @@ def reserve_hold(remaining: int | None, reset: float | None, reserve: int) -> fl
     """Seconds to hold every request after the API reported ``remaining`` left (pure).
 
     Nothing is held when the API sends no count; at ``remaining <= reserve`` everything is
-    held until the user's window resets (``reset`` seconds; a minute when it is not given).
+    held until the user's window resets (``reset`` seconds, at least one and at most
+    Cloudflare's 5-minute window; a minute when the API does not say).
     """
     if remaining is None or remaining > reserve:
         return 0.0
-    if reset is None or reset <= 0:
+    if reset is None:
         return DEFAULT_RESERVE_HOLD
-    return min(reset, MAX_RESERVE_HOLD)
+    return min(max(reset, MIN_RESERVE_HOLD), MAX_RESERVE_HOLD)
 
 
 class _Waiter:

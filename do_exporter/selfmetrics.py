@@ -10,13 +10,14 @@ import threading
 from collections.abc import Iterator
 
 from prometheus_client import Counter, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .cloudflare import INVALID_RESPONSE, TRANSPORT
+from .cloudflare import INVALID_RESPONSE, TRANSPORT, RequestObserver
 from .collector import SELF
+from .ratelimit import RateLimiter
 
 ENDPOINTS = ("accounts", "namespaces", "objects")
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -64,8 +65,18 @@ class ExporterMetrics(Collector):
             self.duration.labels(endpoint)
             for code in (TRANSPORT, INVALID_RESPONSE):
                 self.errors.labels(endpoint, code)
-        self._remaining: int | None = None
+        self._remaining: dict[str, int] = {}
+        self._budgets: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
+
+    def add_budget(self, credential: str, limiter: RateLimiter) -> None:
+        """Report on one credential's budget (its reserve waits) under its name."""
+        with self._lock:
+            self._budgets[credential] = limiter
+
+    def for_credential(self, credential: str) -> RequestObserver:
+        """An observer for one credential's client: per-budget metrics get its name."""
+        return _CredentialObserver(self, credential)
 
     # -- RequestObserver ------------------------------------------------------------------
 
@@ -79,9 +90,9 @@ class ExporterMetrics(Collector):
     def label_truncated(self) -> None:
         self.truncated.inc()
 
-    def ratelimit_remaining(self, remaining: int) -> None:
+    def ratelimit_remaining(self, remaining: int, credential: str = "default") -> None:
         with self._lock:
-            self._remaining = remaining
+            self._remaining[credential] = remaining
 
     # -- Collector ------------------------------------------------------------------------
 
@@ -90,17 +101,52 @@ class ExporterMetrics(Collector):
             for family in metric.collect():
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]
                 yield family
+        remaining, waited = self._budget_families()
+        with self._lock:
+            for credential, left in sorted(self._remaining.items()):
+                remaining.add_metric([credential], float(left))
+            for credential, limiter in sorted(self._budgets.items()):
+                waited.add_metric([credential], limiter.reserve_held_seconds())
+        yield remaining
+        yield waited
+
+    @staticmethod
+    def _budget_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
         remaining = GaugeMetricFamily(
             f"{SELF}_api_ratelimit_remaining",
-            "Requests left in the current rate-limit window, from the API's Ratelimit header "
-            "(absent until the API has sent one).",
+            "Requests left to the API user in Cloudflare's current rate-limit window, from the "
+            "API's Ratelimit header (absent until the API has sent one).",
+            labels=["credential"],
         )
-        with self._lock:
-            if self._remaining is not None:
-                remaining.add_metric([], float(self._remaining))
-        yield remaining
+        waited = CounterMetricFamily(
+            f"{SELF}_api_reserve_wait_seconds",
+            "Seconds every request of the credential was held because the user's budget was "
+            "down to --api-reserve (left to the user's other tools).",
+            labels=["credential"],
+        )
+        return remaining, waited
 
     def describe(self) -> Iterator[Metric]:
         for metric in (self.requests, self.duration, self.errors, self.truncated, self.build):
             yield from metric.describe()
-        yield GaugeMetricFamily(f"{SELF}_api_ratelimit_remaining", "")
+        yield from self._budget_families()
+
+
+class _CredentialObserver:
+    """Passes a client's reports on, naming its credential where a metric is per budget."""
+
+    def __init__(self, metrics: ExporterMetrics, credential: str) -> None:
+        self._metrics = metrics
+        self._credential = credential
+
+    def request_finished(self, endpoint: str, code: str, seconds: float) -> None:
+        self._metrics.request_finished(endpoint, code, seconds)
+
+    def api_error(self, endpoint: str, error_code: str) -> None:
+        self._metrics.api_error(endpoint, error_code)
+
+    def label_truncated(self) -> None:
+        self._metrics.label_truncated()
+
+    def ratelimit_remaining(self, remaining: int) -> None:
+        self._metrics.ratelimit_remaining(remaining, self._credential)

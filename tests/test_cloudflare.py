@@ -910,3 +910,16 @@ def test_redirects_are_not_followed(
     assert requests_mock.call_count == 1
     [event] = [e for e in logs if e["event"] == "API request failed"]
     assert event["location"] == target[:300] and event["retry"] is False
+
+
+def test_x_ratelimit_reset_as_an_http_date() -> None:
+    """Cloudflare documented X-RateLimit-Reset as an RFC 1123 date: it is read as one."""
+    import email.utils
+    import time
+
+    from do_exporter.cloudflare import parse_ratelimit
+
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    remaining, reset = parse_ratelimit({"X-RateLimit-Remaining": "3", "X-RateLimit-Reset": when})
+    assert remaining == 3 and reset is not None and 115 < reset <= 120
+    assert parse_ratelimit({"X-RateLimit-Reset": "not a date"}) == (None, None)

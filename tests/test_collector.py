@@ -192,4 +192,31 @@ def test_self_metrics_start_at_zero_and_count() -> None:
         reg.get_sample_value("cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
     )
     metrics.ratelimit_remaining(17)
-    assert reg.get_sample_value("cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 17
+    assert (
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_api_ratelimit_remaining",
+            {"credential": "default"},
+        )
+        == 17
+    )
+
+
+def test_per_budget_self_metrics_carry_the_credential() -> None:
+    """Remaining budget and reserve waits are per credential; each budget starts at 0."""
+    from do_exporter.ratelimit import RateLimiter
+
+    metrics = ExporterMetrics()
+    now = [100.0]
+    for name in ("agency-a", "agency-b"):
+        metrics.add_budget(name, RateLimiter(1000, reserve=240, clock=lambda: now[0]))
+    reg = CollectorRegistry()
+    reg.register(metrics)
+    wait = "cloudflare_durable_objects_exporter_api_reserve_wait_seconds_total"
+    assert reg.get_sample_value(wait, {"credential": "agency-a"}) == 0
+    metrics.for_credential("agency-b").ratelimit_remaining(200)
+    metrics._budgets["agency-b"].observe(200, 30.0)  # at the reserve: held 30 s
+    remaining = "cloudflare_durable_objects_exporter_api_ratelimit_remaining"
+    assert reg.get_sample_value(remaining, {"credential": "agency-b"}) == 200
+    assert reg.get_sample_value(remaining, {"credential": "agency-a"}) is None
+    assert reg.get_sample_value(wait, {"credential": "agency-b"}) == 30
+    assert reg.get_sample_value(wait, {"credential": "agency-a"}) == 0

@@ -20,7 +20,8 @@ P = "cloudflare_durable_objects_"
 E = P + "exporter_"
 
 # DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
-# `label_values_truncated_total` are later additions (README changelog).
+# `label_values_truncated_total`, `api_reserve_wait_seconds_total` and the `credential` label
+# are later additions (README changelog).
 CONTRACT: dict[str, frozenset[str]] = {
     P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
     P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
@@ -37,7 +38,8 @@ CONTRACT: dict[str, frozenset[str]] = {
     E + "api_requests_total": frozenset({"endpoint", "code"}),
     E + "api_request_duration_seconds": frozenset({"endpoint"}),
     E + "api_errors_total": frozenset({"endpoint", "error_code"}),
-    E + "api_ratelimit_remaining": frozenset(),
+    E + "api_ratelimit_remaining": frozenset({"credential"}),
+    E + "api_reserve_wait_seconds_total": frozenset({"credential"}),
     E + "build_info": frozenset({"version"}),
     E + "full_refresh_seconds": frozenset(),
     E + "label_values_truncated_total": frozenset(),
