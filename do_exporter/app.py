@@ -27,7 +27,7 @@ from . import __version__
 from .cloudflare import CloudflareClient
 from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
 from .model import Snapshot
-from .planner import Credential
+from .planner import AnalyticsPlan, Credential
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
@@ -123,6 +123,9 @@ class Exporter:
                 t.api_url,
                 t.token,
                 limiter=limiter,
+                graphql_limiter=RateLimiter(
+                    config.graphql_rate_limit, RATE_LIMIT_WINDOW, cancel=self.cancel
+                ),
                 timeout=config.api_timeout,
                 observer=self.metrics.for_credential(t.name),
                 cancel=self.cancel,
@@ -138,6 +141,11 @@ class Exporter:
         self.client = sources[0].client
         self.poller = Poller(
             sources=sources,
+            analytics=(
+                AnalyticsPlan(delay=config.analytics_delay, interval=config.interval)
+                if config.analytics
+                else None
+            ),
             max_workers=config.max_concurrency,
             burst_rate=PER_SECOND_LIMIT,
             cancel=self.cancel,

@@ -16,9 +16,11 @@ import structlog
 from . import __version__
 from .app import Exporter, StartupError, Target, targets_from
 from .config import (
+    DEFAULT_ANALYTICS_DELAY,
     DEFAULT_API_RESERVE,
     DEFAULT_API_URL,
     DEFAULT_CONCURRENCY,
+    DEFAULT_GRAPHQL_RATE_LIMIT,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
     DEMO_INTERVAL,
@@ -128,6 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="most API requests in flight at once; the rate limit paces them "
         f"[DO_EXPORTER_MAX_CONCURRENCY] (default {DEFAULT_CONCURRENCY})",
     )
+    usage = p.add_argument_group("usage analytics (GraphQL Analytics API)")
+    usage.add_argument(
+        "--analytics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export per-namespace usage (requests, errors, CPU, GB-s, SQLite rows and "
+        "storage, WebSockets): one GraphQL query per account per poll; the token needs "
+        "Account Analytics: Read [DO_EXPORTER_ANALYTICS=true|false] (default on)",
+    )
+    usage.add_argument(
+        "--analytics-delay",
+        metavar="SECONDS",
+        help="count only minutes that closed at least this long ago: Cloudflare's newest "
+        f"analytics are incomplete [DO_EXPORTER_ANALYTICS_DELAY] (default "
+        f"{DEFAULT_ANALYTICS_DELAY:g}; 0..3600)",
+    )
+    usage.add_argument(
+        "--graphql-rate-limit",
+        metavar="N",
+        help="most GraphQL queries per 5 minutes per credential [DO_EXPORTER_GRAPHQL_RATE_LIMIT] "
+        f"(default {DEFAULT_GRAPHQL_RATE_LIMIT}; Cloudflare allows 300 per user)",
+    )
     run = p.add_argument_group("polling and serving")
     run.add_argument(
         "--interval",
@@ -196,6 +220,9 @@ def parse_options(argv: Sequence[str] | None) -> RawOptions:
         demo=ns.demo,
         api_reserve=ns.api_reserve,
         config_file=ns.config_file,
+        analytics=ns.analytics,
+        analytics_delay=ns.analytics_delay,
+        graphql_rate_limit=ns.graphql_rate_limit,
     )
 
 

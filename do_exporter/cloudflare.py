@@ -29,6 +29,7 @@ import structlog
 import urllib3
 
 from . import __version__
+from .analytics import AccountUsage, AnalyticsError, parse_analytics
 from .config import Secret
 from .model import Account, Namespace, ObjectCount
 from .ratelimit import Cancelled, Lane, RateLimiter
@@ -44,6 +45,7 @@ MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
 
 MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
+GRAPHQL_RATE_LIMIT = 250  # default GraphQL queries per 5 minutes: Cloudflare allows 300
 # A 10,000-object page is about 1 MB; no answer of ours comes near 32 MiB, before or after
 # decompression. Bodies are read 1 MiB at a time: few reads (one raw read costs ~40% less
 # CPU than Response.content's 10 kB chunks, docs/benchmarks.md), little memory past the cap.
@@ -437,6 +439,7 @@ class CloudflareClient:
         token: Secret,
         *,
         limiter: RateLimiter,
+        graphql_limiter: RateLimiter | None = None,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
         retry: RetryPolicy | None = None,
@@ -452,6 +455,10 @@ class CloudflareClient:
         self._base = base_url.rstrip("/")
         self._token = token
         self._limiter = limiter
+        # Cloudflare's GraphQL budget (300 queries per 5 minutes per user) is its own.
+        self._graphql_limiter = graphql_limiter or RateLimiter(
+            GRAPHQL_RATE_LIMIT, 300.0, cancel=cancel
+        )
         self._timeout = (connect_timeout, timeout)
         self._retry = retry or RetryPolicy()
         self._observer: RequestObserver = observer or _NullObserver()
@@ -586,6 +593,27 @@ class CloudflareClient:
             seen.add(digest)
             cursor = page.cursor
 
+    def graphql(self, account_id: str, body: Mapping[str, Any]) -> AccountUsage | AnalyticsError:
+        """One ``POST /graphql`` page of an account's usage (see :mod:`do_exporter.analytics`).
+
+        Paced by the GraphQL limiter (Cloudflare's GraphQL budget is separate from the REST
+        one); 429 and 5xx are retried like any request. An answer, errors in a 200 included,
+        comes back parsed: :class:`AccountUsage`, or :class:`AnalyticsError` when GraphQL
+        said no (a missing permission among them). Raises :class:`CloudflareAPIError` when
+        no answer came (transport, retries exhausted).
+        """
+        context = {"account_id": account_id}
+        return self._request(
+            "graphql",
+            "/graphql",
+            {},
+            context,
+            _parse_graphql,
+            Lane.CONTROL,
+            json_body=body,
+            limiter=self._graphql_limiter,
+        )
+
     # -- pagination -----------------------------------------------------------------------
 
     def _pages(
@@ -676,8 +704,13 @@ class CloudflareClient:
         context: Mapping[str, str],
         parse: Callable[[int, bytes, str | None], _T],
         lane: Lane = Lane.FRESH,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> _T:
         url = self._base + path
+        limiter = limiter or self._limiter
+        method = "GET" if json_body is None else "POST"
         headers = {
             "Authorization": f"Bearer {self._token.reveal()}",
             "Accept": "application/json",
@@ -689,7 +722,7 @@ class CloudflareClient:
         attempt = 0
         while True:
             attempt += 1
-            self._limiter.acquire(lane)
+            limiter.acquire(lane)
             with self._count_lock:
                 self._requests += 1
             started = self._clock()
@@ -698,9 +731,11 @@ class CloudflareClient:
             retry_after: float | None = None
             location: str | None = None
             try:
-                response = self._session.get(
+                response = self._session.request(
+                    method,
                     url,
                     params=params,
+                    json=json_body,
                     headers=headers,
                     timeout=self._attempt_timeout(deadline),
                     stream=True,
@@ -730,7 +765,7 @@ class CloudflareClient:
                     last = self._latency
                     self._latency = head if last is None else 0.8 * last + 0.2 * head
                 cf_ray = response.headers.get("CF-Ray")
-                self._note_ratelimit(response.headers)
+                self._note_ratelimit(response.headers, limiter)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if 300 <= status < 400:
                     # Never followed: the token would go wherever the answer points.
@@ -781,7 +816,7 @@ class CloudflareClient:
                 # runs into the block. The pause is capped: Cloudflare blocks for at most
                 # its 5-minute window, and a wild Retry-After must not stop us for days.
                 wait = max(error.retry_after or 0.0, delay or 0.0) or self._retry.base
-                self._limiter.pause(min(wait, MAX_PAUSE))
+                limiter.pause(min(wait, MAX_PAUSE))
             if delay is None:
                 raise error
             if error.status != 429 and self._cancel.wait(delay):
@@ -875,22 +910,31 @@ class CloudflareClient:
             delay = max(delay, error.retry_after)
         return delay
 
-    def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
+    def _note_ratelimit(self, headers: Mapping[str, str], limiter: RateLimiter) -> None:
         remaining, reset = parse_ratelimit(headers)
         if remaining is None:
             return
         self._observer.ratelimit_remaining(remaining)
         # At or below the reserve left to the user's other tools (0 by default: the window
         # is spent), wait for the window to reset instead of starving them or earning a 429.
-        held = self._limiter.observe(remaining, reset)
+        held = limiter.observe(remaining, reset)
         if held > 0:
             log.warning(
                 "holding API requests: the user's rate-limit budget is down to the reserve "
                 "left for other tools",
                 remaining=remaining,
-                reserve=self._limiter.reserve,
+                reserve=limiter.reserve,
                 hold_seconds=round(held, 3),
             )
+
+
+def _parse_graphql(status: int, body: bytes, cf_ray: str | None) -> AccountUsage | AnalyticsError:
+    """A GraphQL answer; only statuses worth a retry (429, 5xx) raise, to be retried."""
+    if status == 429 or status >= 500:
+        raise CloudflareAPIError(
+            "GraphQL request failed", endpoint="graphql", kind="http", status=status, cf_ray=cf_ray
+        )
+    return parse_analytics(body, status=status)
 
 
 def _list_parser(

@@ -37,6 +37,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from . import analytics
 from .model import Snapshot
 
 PREFIX = "cloudflare_durable_objects"
@@ -156,7 +157,11 @@ def families(snapshot: Snapshot) -> list[Metric]:
             f.ns_ts.add_metric([acc, ns.id], count.completed_at)
     if snapshot.full_refresh_seconds is not None:
         f.refresh.add_metric([], snapshot.full_refresh_seconds)
-    return list(f)
+    result: list[Metric] = list(f)
+    if snapshot.analytics:  # usage analytics: only when they are polled
+        listed = {a.account_id: a.namespaces for a in snapshot.accounts if a.namespaces_listed}
+        result.extend(analytics.families(snapshot.analytics.values(), listed))
+    return result
 
 
 class _Families(Collector):

@@ -39,6 +39,9 @@ DEFAULT_API_RESERVE = 240
 MAX_API_RESERVE = 100_000
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONCURRENCY = 64
+DEFAULT_ANALYTICS_DELAY = 300.0  # Cloudflare's analytics of the last minutes are incomplete
+MAX_ANALYTICS_DELAY = 3600.0
+DEFAULT_GRAPHQL_RATE_LIMIT = 250  # GraphQL queries per 5 minutes; Cloudflare allows 300
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -346,6 +349,9 @@ class Config:
     api_reserve: int = DEFAULT_API_RESERVE
     credentials: tuple[Credential, ...] = ()
     config_file: str | None = None
+    analytics: bool = True
+    analytics_delay: float = DEFAULT_ANALYTICS_DELAY
+    graphql_rate_limit: int = DEFAULT_GRAPHQL_RATE_LIMIT
 
     @property
     def listen_address(self) -> str:
@@ -373,6 +379,9 @@ class RawOptions:
     demo: bool = False
     api_reserve: str | None = None
     config_file: str | None = None
+    analytics: bool | None = None
+    analytics_delay: str | None = None
+    graphql_rate_limit: str | None = None
 
 
 # Flags that describe the one credential; with --config.file the file says all of it.
@@ -443,6 +452,36 @@ def build_config(
                 "--api-reserve/DO_EXPORTER_API_RESERVE",
                 minimum=0,
                 maximum=MAX_API_RESERVE,
+                integer=True,
+            )
+        )
+    )
+    analytics_on = raw.analytics
+    if analytics_on is None:
+        analytics_on = _boolean(
+            pick(None, "DO_EXPORTER_ANALYTICS"), "--analytics/DO_EXPORTER_ANALYTICS"
+        )
+    delay_text = pick(raw.analytics_delay, "DO_EXPORTER_ANALYTICS_DELAY")
+    analytics_delay = (
+        DEFAULT_ANALYTICS_DELAY
+        if delay_text is None
+        else _number(
+            delay_text,
+            "--analytics-delay/DO_EXPORTER_ANALYTICS_DELAY",
+            minimum=0,
+            maximum=MAX_ANALYTICS_DELAY,
+        )
+    )
+    graphql_text = pick(raw.graphql_rate_limit, "DO_EXPORTER_GRAPHQL_RATE_LIMIT")
+    graphql_rate_limit = (
+        DEFAULT_GRAPHQL_RATE_LIMIT
+        if graphql_text is None
+        else int(
+            _number(
+                graphql_text,
+                "--graphql-rate-limit/DO_EXPORTER_GRAPHQL_RATE_LIMIT",
+                minimum=1,
+                maximum=MAX_RATE_LIMIT,
                 integer=True,
             )
         )
@@ -530,7 +569,22 @@ def build_config(
         api_reserve=first.api_reserve if first else reserve,
         credentials=credentials,
         config_file=config_file,
+        analytics=analytics_on,
+        analytics_delay=analytics_delay,
+        graphql_rate_limit=graphql_rate_limit,
     )
+
+
+def _boolean(text: str | None, what: str) -> bool:
+    """An on/off environment value (unset: on)."""
+    if text is None:
+        return True
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{what}: {text[:20]!r} is not true or false")
 
 
 def _token(raw: RawOptions, env: Mapping[str, str], clock: Callable[[], float]) -> Secret:

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # analytics imports this module
+    from .analytics import AnalyticsState
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,8 @@ class Snapshot:
     generation: int = 0
     full_refresh_seconds: float | None = None
     complete: bool = False  # the last poll read every account, namespace list and count
+    # Usage analytics per account (absent: analytics off, or not asked yet).
+    analytics: Mapping[str, AnalyticsState] = field(default_factory=dict)
     _by_id: Mapping[str, AccountSnapshot] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )

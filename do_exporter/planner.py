@@ -23,6 +23,17 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .analytics import (
+    AccountUsage,
+    AnalyticsError,
+    AnalyticsState,
+    Window,
+    advance,
+    forget,
+    next_window,
+    record_failure,
+    skip,
+)
 from .model import (
     GONE,
     AccountPoll,
@@ -296,6 +307,71 @@ def counts_due(
     ]
 
 
+# -- analytics -------------------------------------------------------------------------------
+
+AnalyticsAnswer = AccountUsage | AnalyticsError
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsPlan:
+    """How usage analytics are polled: whole closed minutes older than ``delay``; the first
+    window is the last ``interval`` of them; a denied account is asked again after
+    ``retry_denied`` seconds."""
+
+    delay: float
+    interval: float
+    retry_denied: float = 3600.0
+
+
+def analytics_window(
+    state: AnalyticsState | None, now: float, plan: AnalyticsPlan
+) -> Window | None:
+    """The window an account's query asks for now (None: no new closed minute)."""
+    watermark = state.watermark if state is not None else None
+    return next_window(watermark, now, delay=plan.delay, interval=plan.interval)
+
+
+def analytics_due(
+    state: AnalyticsState | None, now: float, plan: AnalyticsPlan, denied_at: float | None
+) -> Window | None:
+    """The window to ask for, unless the token was refused the permission lately."""
+    if denied_at is not None and now - denied_at < plan.retry_denied:
+        return None
+    return analytics_window(state, now, plan)
+
+
+def next_analytics(
+    previous: AnalyticsState | None,
+    account_id: str,
+    answer: tuple[Window, AnalyticsAnswer | None] | None,
+    *,
+    now: float,
+    namespace_ids: frozenset[str] | None,
+) -> AnalyticsState | None:
+    """One account's analytics after a poll (pure).
+
+    A complete answer for a window that continues the watermark is counted; an error (or no
+    answer in time: ``None``) is recorded and counts nothing, so the next poll asks for the
+    same minutes and more; a window nothing of which can be asked any more is skipped.
+    Namespaces gone from a fresh namespace list lose their series.
+    """
+    state = previous
+    if answer is not None:
+        window, result = answer
+        state = state or AnalyticsState(account_id)
+        if window.seconds == 0:
+            state = skip(state, window)
+        elif isinstance(result, AccountUsage):
+            continues = state.watermark is None or window.start - window.skipped == state.watermark
+            state = advance(state, window, result, now=now) if continues else state
+        else:
+            denied = result is not None and result.permission_denied
+            state = record_failure(state, result, denied=denied)
+    if state is not None and namespace_ids is not None:
+        state = forget(state, [ns for ns in state.counters if ns not in namespace_ids])
+    return state
+
+
 # -- publishing -------------------------------------------------------------------------------
 
 
@@ -312,6 +388,10 @@ class Gathered:
     deferred: frozenset[str] = frozenset()  # credentials whose plan binds (counts may wait)
     finished_at: float = 0.0
     finished_all: bool = True  # every task of the poll ended before its deadline
+    # account -> the window asked for and its answer (None: no answer by the deadline)
+    analytics: Mapping[str, tuple[Window, AnalyticsAnswer | None]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +441,7 @@ def publish(
             consumed.add((account_id, ns_id))  # its account is gone
 
     accounts: list[AccountSnapshot] = []
+    analytics: dict[str, AnalyticsState] = {}
     stalled_accounts: list[str] = []
     now = gathered.finished_at
     for account_id, cred in keep_order.items():
@@ -400,6 +481,17 @@ def publish(
             incomplete=stalled,
         )
         accounts.append(next_account(before, poll, credential=cred))
+        usage = next_analytics(
+            previous.analytics.get(account_id),
+            account_id,
+            gathered.analytics.get(account_id),
+            now=now,
+            namespace_ids=(
+                frozenset(ns.id for ns in namespaces) if listed and namespaces is not None else None
+            ),
+        )
+        if usage is not None:
+            analytics[account_id] = usage
 
     discovery_complete = all(c.name in gathered.discovered for c in credentials if c.discovers)
     complete = (
@@ -413,6 +505,7 @@ def publish(
         generation=previous.generation + 1,
         full_refresh_seconds=full_refresh(accounts),
         complete=complete,
+        analytics=MappingProxyType(analytics),
     )
     return Published(snapshot, frozenset(consumed), tuple(stalled_accounts))
 

@@ -25,9 +25,13 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from .analytics import MAX_PAGES as ANALYTICS_MAX_PAGES
+from .analytics import AccountUsage, AnalyticsError, Window, build_request
 from .cloudflare import CloudflareAPIError, CloudflareClient
 from .model import GONE, Namespace, Snapshot
 from .planner import (
+    AnalyticsAnswer,
+    AnalyticsPlan,
     CountOrder,
     CountPlan,
     Credential,
@@ -36,6 +40,7 @@ from .planner import (
     Key,
     Outcome,
     WalkState,
+    analytics_due,
     counts_due,
     estimated_pages,
     lane_for,
@@ -159,6 +164,7 @@ class _PollState:
     lists: dict[str, tuple[Namespace, ...] | None] = field(default_factory=dict)
     listed_at: dict[str, float] = field(default_factory=dict)
     due: dict[str, frozenset[str]] = field(default_factory=dict)
+    analytics: dict[str, tuple[Window, AnalyticsAnswer | None]] = field(default_factory=dict)
 
 
 class Poller:
@@ -186,6 +192,7 @@ class Poller:
         burst_rate: float | None = None,
         limiter: RateLimiter | None = None,
         sources: Sequence[Source] = (),
+        analytics: AnalyticsPlan | None = None,
         cancel: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -213,6 +220,9 @@ class Poller:
         self._discovering: set[str] = set()
         self._listing: set[str] = set()
         self._late_discovery: dict[str, tuple[str, ...]] = {}
+        self._analytics = analytics
+        self._querying: set[str] = set()  # accounts whose analytics query runs
+        self._denied: dict[str, float] = {}  # account -> when analytics were refused
 
     @property
     def account_ids(self) -> tuple[str, ...]:
@@ -274,6 +284,8 @@ class Poller:
             self._control_pool.submit(run, self._discover_task(name, state, plan, run))
         for account_id, cred in start.lists:
             self._control_pool.submit(run, self._list_task(account_id, cred, state, plan, run))
+        for account_id, cred in start.owners:
+            self._submit_analytics(account_id, cred, previous, state, run)
         finished_all = run.wait(deadline, self._clock, self._cancel)
 
         with self._lock:
@@ -285,6 +297,7 @@ class Poller:
                 lists=dict(state.lists),
                 listed_at=dict(state.listed_at),
                 due=dict(state.due),
+                analytics=dict(state.analytics),
                 deferred=frozenset(n for n, binds in plan.binding.items() if binds),
                 finished_at=self._clock(),
                 finished_all=finished_all,
@@ -358,8 +371,100 @@ class Poller:
                     state.owners[account_id] = name
             for account_id in new:
                 self._control_pool.submit(run, self._list_task(account_id, name, state, plan, run))
+                self._submit_analytics(account_id, name, None, state, run)
 
         return task
+
+    def _submit_analytics(
+        self,
+        account_id: str,
+        cred: str,
+        previous: Snapshot | None,
+        state: _PollState,
+        run: _Run,
+    ) -> None:
+        """Queue the account's one usage query of this poll, when a window is due."""
+        if self._analytics is None:
+            return
+        before = previous.analytics.get(account_id) if previous is not None else None
+        with self._lock:
+            if account_id in self._querying:
+                return  # an earlier poll's query still runs; its answer is dropped
+            window = analytics_due(
+                before, self._clock(), self._analytics, self._denied.get(account_id)
+            )
+        if window is not None:
+            self._control_pool.submit(
+                run, self._analytics_task(account_id, cred, window, state, run)
+            )
+
+    def _analytics_task(
+        self, account_id: str, cred: str, window: Window, state: _PollState, run: _Run
+    ) -> Callable[[], None]:
+        client = self._sources[cred].client
+
+        def query() -> AnalyticsAnswer:
+            usage: AccountUsage | None = None
+            after = ""
+            for _ in range(ANALYTICS_MAX_PAGES):
+                page = client.graphql(account_id, build_request(account_id, window, after=after))
+                if isinstance(page, AnalyticsError):
+                    return page
+                usage = page if usage is None else usage.merge(page)
+                if usage.next_after is None:
+                    return usage
+                after = usage.next_after
+            return AnalyticsError(
+                "invalid_response", f"more than {ANALYTICS_MAX_PAGES} pages of namespaces"
+            )
+
+        def task() -> None:
+            answer: AnalyticsAnswer | None = None
+            if window.seconds > 0:
+                with self._lock:
+                    if account_id in self._querying:
+                        return
+                    self._querying.add(account_id)
+                try:
+                    answer = query()
+                except CloudflareAPIError as exc:
+                    answer = AnalyticsError(
+                        exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status
+                    )
+                finally:
+                    with self._lock:
+                        self._querying.discard(account_id)
+                self._note_analytics(account_id, answer)
+            with self._lock:
+                if run.open:
+                    state.analytics[account_id] = (window, answer)
+
+        return task
+
+    def _note_analytics(self, account_id: str, answer: AnalyticsAnswer) -> None:
+        if not isinstance(answer, AnalyticsError):
+            with self._lock:
+                self._denied.pop(account_id, None)
+            return
+        if answer.permission_denied:
+            with self._lock:
+                first = account_id not in self._denied
+                self._denied[account_id] = self._clock()
+            if first:
+                log.warning(
+                    "usage analytics off for this account: the token lacks the permission "
+                    "Account Analytics: Read (asked again in an hour)",
+                    account_id=account_id,
+                )
+            return
+        log.warning(
+            "usage analytics query failed; the last counted values stay",
+            account_id=account_id,
+            error_kind=answer.kind,
+            error_codes=list(answer.codes),
+            error=answer.message[:300],
+            status=answer.status,
+        )
 
     def _list_task(
         self, account_id: str, cred: str, state: _PollState, plan: CountPlan, run: _Run
