@@ -1,0 +1,143 @@
+"""Usage analytics through the poller, over real HTTP against the simulator's /graphql.
+
+The poller and the simulator's GraphQL endpoint share a fake clock, so a test walks through
+polls minutes apart without sleeping; the REST side answers as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from do_exporter.analytics import AnalyticsState
+from do_exporter.collector import render
+from do_exporter.model import Snapshot
+from do_exporter.planner import AnalyticsPlan
+from do_exporter.poller import Poller
+from do_exporter.simulator import Simulator
+from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
+
+MakeSim = Callable[..., Simulator]
+T0 = 1_900_000_020.0  # 20 s past a minute
+PLAN = AnalyticsPlan(delay=300.0, interval=60.0)
+NS1, NS2 = f"{1:032x}", f"{2:032x}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup(
+    make_sim: MakeSim, make_client: Callable[..., Any], **top: Any
+) -> tuple[Simulator, Poller, Clock]:
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)], ACCOUNT_B: [ns(3, 5)]}, **top))
+    clock = Clock()
+    sim.graphql.clock = clock
+    poller = Poller(
+        make_client(sim.api_url), account_ids=(ACCOUNT_A, ACCOUNT_B), analytics=PLAN, clock=clock
+    )
+    return sim, poller, clock
+
+
+def requests_truth(sim: Simulator, account: str, ns_id: str, state: AnalyticsState) -> float:
+    assert state.first_start is not None and state.watermark is not None
+    return sim.graphql.truth(account, ns_id, state.first_start, state.watermark)["requests"]
+
+
+def test_one_query_per_account_and_counters_equal_the_truth(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """Each poll asks one query per account; counters sum the closed minutes exactly."""
+    sim, poller, clock = setup(make_sim, make_client)
+    snap = poller.poll(Snapshot())
+    assert sim.stats()["requests"]["graphql"]["200"] == 2  # two accounts, one query each
+    state = snap.analytics[ACCOUNT_A]
+    # The first window: the last interval of whole minutes older than the delay.
+    assert state.watermark == (int(T0 - 300) // 60) * 60
+    assert state.first_start == state.watermark - 60
+    for _ in range(3):
+        clock.now += 60
+        snap = poller.poll(snap)
+    assert sim.stats()["requests"]["graphql"]["200"] == 8
+    state = snap.analytics[ACCOUNT_A]
+    assert state.watermark is not None and state.first_start is not None
+    assert state.watermark - state.first_start == 4 * 60
+    for ns_id in (NS1, NS2):
+        assert state.counters[ns_id].requests == requests_truth(sim, ACCOUNT_A, ns_id, state)
+    text = render(snap).decode()
+    assert f'cloudflare_durable_objects_requests_total{{account_id="{ACCOUNT_A}",' in text
+    assert "_created" not in text
+
+
+def test_a_failed_query_is_caught_up_without_a_gap_or_an_overlap(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """An error in a 200 counts nothing; the next poll asks for both windows at once."""
+    sim, poller, clock = setup(make_sim, make_client)
+    snap = poller.poll(Snapshot())
+    before = snap.analytics[ACCOUNT_A]
+    sim.inject("success_false", endpoint="graphql", count=2)  # both accounts' next queries
+    clock.now += 60
+    with capture_logs() as logs:
+        failed = poller.poll(snap)
+    after = failed.analytics[ACCOUNT_A]
+    assert after.watermark == before.watermark and after.counters == before.counters
+    assert after.queries["failure"] == 1
+    assert any(e["event"].startswith("usage analytics query failed") for e in logs)
+    assert failed.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
+    clock.now += 60
+    caught_up = poller.poll(failed).analytics[ACCOUNT_A]
+    assert caught_up.watermark == (before.watermark or 0) + 120
+    assert caught_up.counters[NS1].requests == requests_truth(sim, ACCOUNT_A, NS1, caught_up)
+
+
+def test_without_analytics_permission_the_inventory_is_untouched(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """Account Analytics Read missing: one warning, no poll failure, counts still exported."""
+    perms = {
+        ACCOUNT_A: ["workers_scripts_read"],
+        "*": ["workers_scripts_read", "account_analytics_read"],
+    }
+    sim, poller, clock = setup(
+        make_sim, make_client, tokens=[{"value": TOKEN, "accounts": "*", "permissions": perms}]
+    )
+    with capture_logs() as logs:
+        snap = poller.poll(Snapshot())
+        clock.now += 60
+        snap = poller.poll(snap)
+    denied = [e for e in logs if e["event"].startswith("usage analytics off")]
+    assert [e["account_id"] for e in denied] == [ACCOUNT_A]  # once, naming the account
+    assert "Account Analytics: Read" in denied[0]["event"]
+    account = snap.account(ACCOUNT_A)
+    assert account is not None and account.last_poll_success and snap.complete
+    assert account.counts[NS1].objects == 10
+    assert snap.analytics[ACCOUNT_A].queries["denied"] == 1  # not asked again this hour
+    assert snap.analytics[ACCOUNT_A].watermark is None
+    assert snap.analytics[ACCOUNT_B].watermark is not None  # the other account is counted
+
+
+def test_analytics_off_asks_nothing(make_sim: MakeSim, make_client: Callable[..., Any]) -> None:
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
+    snap = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,)).poll(Snapshot())
+    assert "graphql" not in sim.stats()["requests"] and not snap.analytics
+    assert "requests_total" not in render(snap).decode()
+
+
+def test_a_namespace_gone_from_the_inventory_loses_its_usage_series(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    sim, poller, clock = setup(make_sim, make_client)
+    snap = poller.poll(Snapshot())
+    assert NS2 in snap.analytics[ACCOUNT_A].counters
+    sim.remove_namespace(ACCOUNT_A, NS2)
+    clock.now += 60
+    snap = poller.poll(snap)
+    assert NS2 not in snap.analytics[ACCOUNT_A].counters
+    assert NS2 not in render(snap).decode()
