@@ -105,7 +105,7 @@ def test_without_analytics_permission_the_inventory_is_untouched(
         ACCOUNT_A: ["workers_scripts_read"],
         "*": ["workers_scripts_read", "account_analytics_read"],
     }
-    sim, poller, clock = setup(
+    _sim, poller, clock = setup(
         make_sim, make_client, tokens=[{"value": TOKEN, "accounts": "*", "permissions": perms}]
     )
     with capture_logs() as logs:
