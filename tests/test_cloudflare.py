@@ -138,8 +138,7 @@ def test_namespaces_stop_at_total_pages(client: CloudflareClient, requests_mock:
 def test_namespaces_server_capped_page_size(client: CloudflareClient, requests_mock: Any) -> None:
     """Without total_pages, a page is short only against the size the server says it used."""
     pages = [
-        env([{"id": nid(f"n{p}{i}")} for i in range(2)], {"page": p, "per_page": 2})
-        for p in (1, 2)
+        env([{"id": nid(f"n{p}{i}")} for i in range(2)], {"page": p, "per_page": 2}) for p in (1, 2)
     ] + [env([{"id": nid("last")}], {"page": 3, "per_page": 2})]
     requests_mock.get(NS_URL, [{"json": page} for page in pages])
     assert len(client.list_namespaces(ACC)) == 5
@@ -618,7 +617,8 @@ def test_ratelimit_header_is_observed(
         NS_URL, json=env([], {"total_pages": 1}), headers={"Ratelimit": '"default";r=42;t=30'}
     )
     client.list_namespaces(ACC)
-    assert sample(metrics, "cloudflare_durable_objects_exporter_api_ratelimit_remaining") == 42
+    name = "cloudflare_durable_objects_exporter_api_ratelimit_remaining"
+    assert sample(metrics, name, credential="default") == 42
 
 
 @pytest.mark.parametrize("digits", [400, 5000])
@@ -633,7 +633,8 @@ def test_absurd_ratelimit_numbers_are_ignored(
     )
     assert client.list_namespaces(ACC) == []
     assert sample(metrics, "cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
-    registry = CollectorRegistry(auto_describe=False)
+    name = "cloudflare_durable_objects_exporter_api_ratelimit_remaining"
+    assert sample(metrics, name, credential="default") is None
     registry.register(metrics)
     assert b"api_requests_total" in generate_latest(registry)  # /metrics still renders
 

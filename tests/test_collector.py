@@ -189,7 +189,10 @@ def test_self_metrics_start_at_zero_and_count() -> None:
         == 1
     )
     assert (
-        reg.get_sample_value("cloudflare_durable_objects_exporter_api_ratelimit_remaining") is None
+        reg.get_sample_value(
+            "cloudflare_durable_objects_exporter_api_ratelimit_remaining", {"credential": "default"}
+        )
+        is None
     )
     metrics.ratelimit_remaining(17)
     assert (
