@@ -131,6 +131,14 @@ class _Pool:
             else:
                 self._cond.notify()
 
+    def resize(self, limit: int) -> None:
+        """Change the thread limit; start threads at once for work already queued."""
+        with self._cond:
+            self.limit = limit
+            while self._threads < self.limit and len(self._heap) > self._idle:
+                self._threads += 1
+                threading.Thread(target=self._work, name=self._name, daemon=True).start()
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -178,8 +186,9 @@ class Poller:
     With ``burst_rate`` (requests a second one limiter lets through in a burst) and a
     client's latency to the response head (not counting our own body reading and decoding,
     which would inflate it under load), each credential gets ``burst_rate * latency * 1.25``
-    workers; together at least 4, at most ``max_workers``. Before any latency is known the
-    poller uses ``max_workers``.
+    workers; together at least 4, at most ``max_workers``. Before any latency is known it
+    starts with 4 and grows as answers come in (re-sized as walks progress), so a first poll
+    never holds 64 page bodies in memory at once against a fast API.
     """
 
     def __init__(
@@ -235,15 +244,16 @@ class Poller:
 
     def workers(self) -> int:
         """Walk threads for the next poll (see the class docstring)."""
+        floor = min(MIN_WORKERS, self._max_workers)
         if self._burst_rate is None:
             return self._max_workers
         wanted = 0
         for source in self._sources.values():
             latency = source.client.latency
             if latency is None:
-                return self._max_workers
+                return floor
             wanted += math.ceil(self._burst_rate * latency * 1.25)
-        return max(min(MIN_WORKERS, self._max_workers), min(self._max_workers, wanted))
+        return max(floor, min(self._max_workers, wanted))
 
     def inflight(self) -> int:
         """Namespace walks running now (some may have started in earlier polls)."""
@@ -273,7 +283,7 @@ class Poller:
         for name, source in self._sources.items():
             if source.limiter is not None:
                 source.limiter.set_bulk_limit(plan.bulk_limit(name, source.limiter.requests))
-        self._walk_pool.limit = self.workers()
+        self._walk_pool.resize(self.workers())
         with self._lock:
             inflight = self._view()
             late, self._late_discovery = self._late_discovery, {}
@@ -519,6 +529,8 @@ class Poller:
             return lane_for(pages, order.fresh_pages)
 
         def progress(pages: int) -> None:
+            if pages == 1 or pages % 16 == 0:  # follow the latency as answers come in
+                self._walk_pool.resize(self.workers())
             with self._lock:
                 walk = self._walks.get(key)
                 if walk is not None:

@@ -410,3 +410,20 @@ def test_walks_holding_every_worker_do_not_hold_up_lists(
     requests = sim.stats()["requests"]
     assert requests["accounts"]["200"] == 3  # discovery ran every poll
     assert requests["namespaces"]["200"] == 6  # and every account was listed every poll
+
+
+def test_workers_follow_the_api_latency_not_our_own_cpu(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """A fast API needs few walk threads: the count starts at 4 and stays low, not at 64."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(i, 30_000) for i in range(40)]}))
+    poller = Poller(
+        make_client(sim.api_url), account_ids=(ACCOUNT_A,), max_workers=64, burst_rate=100
+    )
+    assert poller.workers() == 4  # nothing known yet: start small, grow with answers
+    snap = poller.poll(Snapshot())
+    assert_matches_simulator(snap, sim)
+    assert poller.workers() <= 16  # latency to the response head on loopback: milliseconds
+    sim.inject("delay", endpoint="objects", seconds=0.3, count=None)
+    poller.poll(snap)
+    assert poller.workers() >= 30  # 100/s x 0.3 s x 1.25: a slow API gets more threads
