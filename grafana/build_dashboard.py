@@ -253,6 +253,56 @@ def top_set(expr: str) -> str:
     return f"topk($topn, {expr})"
 
 
+# ---- Usage analytics ---------------------------------------------------------------------
+# The analytics counters lag real time by --analytics-delay and move in one step per poll
+# (--interval, 300 s by default): a rate over $__rate_interval (a few scrapes) would swing
+# between 0 and spikes, so rates are taken over USAGE_WINDOW, which always holds a few polls.
+USAGE_WINDOW = "15m"
+BY_NS = "account_id, namespace_id, namespace_name"
+
+# Unit prices of the "Estimated cost" panels: textbox variables, defaults from Cloudflare's
+# Workers Paid plan, Durable Objects pricing page (README, "Grafana", names the source and
+# date). name -> (label, default).
+PRICES: dict[str, tuple[str, str]] = {
+    "price_requests": ("$ per million requests", "0.15"),
+    "price_gb_s": ("$ per million GB-s", "12.50"),
+    "price_rows_read": ("$ per million rows read", "0.001"),
+    "price_rows_written": ("$ per million rows written", "1.00"),
+    "price_gb_month": ("$ per GB-month stored", "0.20"),
+}
+MONTH_S = 30 * 86400  # Cloudflare's GB-month: averaged over a 30-day billing period
+
+
+def usage_rate(counter: str, by: str = BY_NS) -> str:
+    """Per-second rate of an analytics counter per namespace, de-duplicated across replicas."""
+    return f"max by ({by}) (rate({P}{counter}{{{NS}}}[{USAGE_WINDOW}]))"
+
+
+def usage_increase(counter: str, window: str = "$__range", by: str = BY_NS) -> str:
+    return f"max by ({by}) (increase({P}{counter}{{{NS}}}[{window}]))"
+
+
+def cost_parts() -> dict[str, str]:
+    """Estimated $ per namespace over the dashboard's time range, by billing component."""
+    return {
+        "requests": f"{usage_increase('requests_total')} / 1e6 * $price_requests",
+        "duration": f"{usage_increase('duration_gb_seconds_total')} / 1e6 * $price_gb_s",
+        "rows read": f"{usage_increase('rows_read_total')} / 1e6 * $price_rows_read",
+        "rows written": f"{usage_increase('rows_written_total')} / 1e6 * $price_rows_written",
+        "storage": f"max by ({BY_NS}) (avg_over_time({P}stored_bytes{{{NS}}}[$__range])) / 1e9"
+        f" * $__range_s / {MONTH_S} * $price_gb_month",
+    }
+
+
+def cost_total() -> str:
+    """Sum of the components per namespace (a component a namespace lacks counts as 0)."""
+    parts = " or ".join(
+        f'label_replace({expr}, "component", "{name}", "", "")'
+        for name, expr in cost_parts().items()
+    )
+    return f"sum by ({BY_NS}) ({parts})"
+
+
 def panels() -> list[dict[str, Any]]:
     lay = Layout()
     out: list[dict[str, Any]] = []
@@ -450,6 +500,9 @@ def panels() -> list[dict[str, Any]]:
         )
     )
 
+    # ---- Usage (analytics) ----------------------------------------------------------
+    out.extend(usage_panels(lay, legend))
+
     # ---- Exporter health ------------------------------------------------------------
     out.append(lay.row("Exporter health"))
     ok_mapping = [
@@ -468,7 +521,7 @@ def panels() -> list[dict[str, Any]]:
             f"min by (account_id) ({E}last_poll_success{{{ACC}}})",
             legend="{{account_id}}",
             mappings=ok_mapping,
-            w=6,
+            w=4,
             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
             description="Whether the last poll of each account succeeded.",
         )
@@ -480,7 +533,7 @@ def panels() -> list[dict[str, Any]]:
             f"time() - max by (account_id) ({E}last_poll_timestamp_seconds{{{ACC}}})",
             legend="{{account_id}}",
             unit="s",
-            w=6,
+            w=4,
             thresholds=[
                 {"color": "green", "value": None},
                 {"color": "orange", "value": 600},
@@ -497,7 +550,7 @@ def panels() -> list[dict[str, Any]]:
             f"max by (account_id) (time() - {E}namespace_last_success_timestamp_seconds{{{ACC}}})",
             legend="{{account_id}}",
             unit="s",
-            w=6,
+            w=4,
             thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 3600}],
             description="Age of the oldest complete namespace count in each account.",
         )
@@ -508,8 +561,41 @@ def panels() -> list[dict[str, Any]]:
             "Exporter version",
             f"count by (version) ({E}build_info{{{JOB}}})",
             legend="{{version}}",
-            w=6,
+            w=4,
             description="Running exporter versions and how many instances run each.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Analytics data age",
+            f"time() - max by (account_id) ({E}analytics_watermark_timestamp_seconds{{{ACC}}})",
+            legend="{{account_id}}",
+            unit="s",
+            w=4,
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 900},
+                {"color": "red", "value": 1200},
+            ],
+            description="How far behind the usage analytics are: time since the end of the "
+            "last counted window (the watermark). 300 to about 660 s is normal with the "
+            "defaults (--analytics-delay 300 s, --interval 300 s); the "
+            "DurableObjectsAnalyticsStale alert fires above 1200 s.",
+        )
+    )
+    out.append(
+        stat(
+            lay,
+            "Analytics skipped",
+            f"max by (account_id) (increase({E}analytics_skipped_seconds_total{{{ACC}}}"
+            "[$__range]))",
+            legend="{{account_id}}",
+            unit="s",
+            w=4,
+            thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+            description="Seconds of analytics given up in the time range (older than the "
+            "plan lets the exporter query after a long outage): usage in them is not counted.",
         )
     )
     out.append(
@@ -544,6 +630,21 @@ def panels() -> list[dict[str, Any]]:
                 )
             ],
             description="Polls in the hour before each point, by result.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Analytics queries per hour by result",
+            [
+                target(
+                    f"max by (account_id, result) "
+                    f"(increase({E}analytics_queries_total{{{ACC}}}[1h]))",
+                    "{{account_id}} {{result}}",
+                )
+            ],
+            description="GraphQL analytics queries in the hour before each point, by result "
+            "(`denied`: the token lacks Account Analytics Read).",
         )
     )
     out.append(
@@ -638,6 +739,170 @@ def panels() -> list[dict[str, Any]]:
     return out
 
 
+def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
+    """The "Usage (analytics)" row: traffic, errors, compute, SQLite, storage, WebSockets, cost."""
+    lag = (
+        " From Cloudflare's GraphQL Analytics API: the counters lag by --analytics-delay "
+        f"(300 s by default) and move once per poll, so rates are averaged over {USAGE_WINDOW}."
+    )
+    out = [lay.row("Usage (analytics)")]
+    out.append(
+        timeseries(
+            lay,
+            "Requests per second",
+            [target(usage_rate("requests_total"), legend)],
+            unit="reqps",
+            description="Requests to each namespace's Durable Objects (Cloudflare samples "
+            "this dataset: an estimate)." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Error ratio",
+            [target(f"{usage_rate('errors_total')} / {usage_rate('requests_total')}", legend)],
+            unit="percentunit",
+            description="Share of each namespace's requests that ended in an error. The "
+            "DurableObjectsErrorRatioHigh alert fires above 5% (at 0.1 requests/s or more)." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "CPU seconds per second",
+            [target(usage_rate("cpu_time_seconds_total"), legend)],
+            description="CPU time of each namespace's Durable Objects per second of real time "
+            "(1 = one CPU busy)." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Duration (GB-s per second)",
+            [target(usage_rate("duration_gb_seconds_total"), legend)],
+            description="Billable duration in GB-seconds per second: wall-clock time of "
+            "active objects x 128 MB." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "SQLite rows read and written per second",
+            [
+                target(usage_rate("rows_read_total"), legend + " read", "A"),
+                target(usage_rate("rows_written_total"), legend + " written", "B"),
+            ],
+            description="Rows read and written by SQLite-backed namespaces (key-value methods "
+            "of SQLite-backed objects count as rows too)." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Failures by reason",
+            [
+                target(
+                    usage_increase("failures_total", USAGE_WINDOW, by=BY_NS + ", reason"),
+                    legend + " {{reason}}",
+                )
+            ],
+            description=f"Invocations that failed on the CPU or memory limit or an internal "
+            f"error, in the {USAGE_WINDOW} before each point. The DurableObjectsLimitFailures "
+            "alert fires on any exceeded_cpu or exceeded_memory." + lag,
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "SQLite storage by namespace",
+            [target(f"max by ({BY_NS}) ({P}stored_bytes{{{NS}}})", legend)],
+            unit="decbytes",
+            description="SQLite storage of each namespace (Cloudflare's latest per-minute "
+            "figure). The DurableObjectsSqliteStorageGrowingFast alert watches its growth.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Storage by account",
+            [target(f"max by (account_id) ({P}account_stored_bytes{{{ACC}}})", "{{account_id}}")],
+            unit="decbytes",
+            description="Durable Objects storage of each account (Cloudflare's latest hourly "
+            "figure).",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Active WebSocket connections",
+            [target(f"max by ({BY_NS}) ({P}active_websocket_connections{{{NS}}})", legend)],
+            description="Most WebSocket connections open at once in each namespace during the "
+            "last counted window.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "WebSocket messages per second by direction",
+            [
+                target(
+                    usage_rate("websocket_messages_total", by=BY_NS + ", direction"),
+                    legend + " {{direction}}",
+                )
+            ],
+            description="WebSocket messages received (inbound) and sent (outbound) by each "
+            "namespace's objects." + lag,
+        )
+    )
+    caveat = (
+        " An estimate: list prices (the price variables at the top; Workers Paid defaults), "
+        "before the plan's included allowances and the $5 minimum, requests as Cloudflare's "
+        "sampled estimate, incoming WebSocket messages (billed 20:1 as requests) and "
+        "key-value storage operations left out. Your invoice is the truth."
+    )
+    out.append(
+        stat(
+            lay,
+            "Estimated cost (time range)",
+            f"sum({cost_total()})",
+            unit="currencyUSD",
+            w=6,
+            h=10,
+            description="Estimated Durable Objects cost of the selected namespaces over the "
+            "dashboard's time range: requests, duration (GB-s), SQLite rows read and written, "
+            "and SQLite storage (GB-month)." + caveat,
+        )
+    )
+    parts = cost_parts()
+    refs = "BCDEF"
+    out.append(
+        table(
+            lay,
+            "Estimated cost by namespace (time range)",
+            [target(cost_total(), ref="A", instant=True, table=True)]
+            + [
+                target(expr, ref=ref, instant=True, table=True)
+                for ref, expr in zip(refs, parts.values(), strict=True)
+            ],
+            {
+                "namespace_name": "Namespace",
+                "account_id": "Account",
+                "Value #A": "Total",
+                **{
+                    f"Value #{ref}": name.capitalize()
+                    for ref, name in zip(refs, parts, strict=True)
+                },
+            },
+            units={f"Value #{ref}": "currencyUSD" for ref in "A" + refs},
+            sort_by="Value #A",
+            w=18,
+            description="The estimate per namespace and billing component over the "
+            "dashboard's time range." + caveat,
+        )
+    )
+    return out
+
+
 def query_var(name: str, label: str, query: str, *, multi: bool = True) -> dict[str, Any]:
     return {
         "type": "query",
@@ -658,13 +923,28 @@ def query_var(name: str, label: str, query: str, *, multi: bool = True) -> dict[
     }
 
 
+def price_var(name: str, label: str, default: str) -> dict[str, Any]:
+    """A textbox variable holding a unit price, editable on the dashboard."""
+    return {
+        "type": "textbox",
+        "name": name,
+        "label": label,
+        "query": default,
+        "current": {"selected": False, "text": default, "value": default},
+        "options": [{"selected": True, "text": default, "value": default}],
+        "description": "Unit price for the Estimated cost panels (USD). Default: Cloudflare "
+        "Workers Paid list price for Durable Objects; see the README.",
+        "hide": 0,
+    }
+
+
 def dashboard() -> dict[str, Any]:
     return {
         "id": None,
         "uid": UID,
         "title": "Cloudflare Durable Objects",
-        "description": "Durable Objects namespaces, object counts and growth, from "
-        "do-exporter; and the exporter's own health.",
+        "description": "Durable Objects namespaces, object counts and growth, usage "
+        "analytics and an estimated cost, from do-exporter; and the exporter's own health.",
         "tags": ["cloudflare", "durable-objects", "do-exporter"],
         "timezone": "browser",
         "editable": True,
@@ -725,6 +1005,7 @@ def dashboard() -> dict[str, Any]:
                     "includeAll": False,
                     "hide": 0,
                 },
+                *(price_var(name, label, default) for name, (label, default) in PRICES.items()),
             ]
         },
         "panels": panels(),

@@ -110,6 +110,28 @@ def test_growth_and_health_alerts_are_there() -> None:
     assert "api_requests_total" in exprs["DurableObjectsApiErrors"]
 
 
+def test_usage_alerts_are_there() -> None:
+    """Issue 9: error ratio, CPU/memory limits, SQLite storage growth, analytics staleness."""
+    by_name = {rule["alert"]: rule for rule in rules()}
+    ratio = by_name["DurableObjectsErrorRatioHigh"]["expr"]
+    assert "errors_total[15m]" in ratio and "requests_total[15m])" in ratio
+    assert re.search(r"and\s+rate\(\S+requests_total\[15m\]\) > ", ratio), "no request floor"
+    limits = by_name["DurableObjectsLimitFailures"]["expr"]
+    assert 'failures_total{reason=~"exceeded_cpu|exceeded_memory"}' in limits
+    assert "deriv(" in by_name["DurableObjectsSqliteStorageGrowingFast"]["expr"]
+    assert "watermark" in by_name["DurableObjectsAnalyticsStale"]["expr"]
+    failing = by_name["DurableObjectsAnalyticsQueriesFailing"]["expr"]
+    assert 'analytics_queries_total{result="failure"}' in failing
+
+
+def test_usage_alerts_respect_the_analytics_cadence() -> None:
+    """Analytics counters step once per poll, late: windows of 15m or more on them."""
+    for rule in rules():
+        for window in re.findall(r"_total(?:\{[^}]*\})?\[(\d+)([mhd])\]", rule["expr"]):
+            minutes = int(window[0]) * {"m": 1, "h": 60, "d": 1440}[window[1]]
+            assert minutes >= 15, rule["alert"]
+
+
 def test_readme_has_a_runbook_section_per_alert() -> None:
     """README.md has a heading per alert whose anchor is the runbook URL's."""
     anchors = heading_anchors(DOCS.read_text())

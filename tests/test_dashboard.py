@@ -16,10 +16,15 @@ DASHBOARD = GRAFANA / "dashboards" / "do-exporter.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 PER_ACCOUNT = {name for name, labels in CONTRACT.items() if "account_id" in labels}
+PER_NAMESPACE = {name for name, labels in CONTRACT.items() if "namespace_name" in labels}
+COUNTERS = {name for name in CONTRACT if name.endswith("_total")}
+PRICES = ["price_requests", "price_gb_s", "price_rows_read", "price_rows_written",
+          "price_gb_month"]  # fmt: skip
 
 
 def board() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
 
 
 def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -77,7 +82,7 @@ def test_every_panel_and_query_uses_the_datasource_variable() -> None:
 def test_variables_chain_job_account_namespace() -> None:
     """job -> account_id -> namespace_name, each query filtered by the ones before it."""
     vs = variables(board())
-    assert list(vs) == ["datasource", "job", "account_id", "namespace_name", "topn"]
+    assert list(vs) == ["datasource", "job", "account_id", "namespace_name", "topn", *PRICES]
     assert "$job" not in vs["job"]["definition"]
     assert '$job"' in vs["account_id"]["definition"]
     assert '$job"' in vs["namespace_name"]["definition"]
@@ -100,7 +105,7 @@ def test_rows_cover_the_issue() -> None:
             rows[current] = []
         else:
             rows[current].append(panel["title"])
-    assert list(rows) == ["Overview", "Per namespace", "Exporter health"]
+    assert list(rows) == ["Overview", "Per namespace", "Usage (analytics)", "Exporter health"]
     overview = " ".join(rows["Overview"])
     for word in ("Accounts", "Namespaces", "SQLite", "Objects", "stored data"):
         assert word in overview
@@ -108,15 +113,20 @@ def test_rows_cover_the_issue() -> None:
     for word in ("Objects", "stored data", "Growth per hour", "Growth per day",
                  "by objects", "by growth"):  # fmt: skip
         assert word in per_ns
+    usage = " ".join(rows["Usage (analytics)"])
+    for word in ("Requests per second", "Error ratio", "CPU seconds", "GB-s", "rows read",
+                 "written", "SQLite storage", "Storage by account", "WebSocket connections",
+                 "WebSocket messages", "Failures by reason", "Estimated cost"):  # fmt: skip
+        assert word in usage
     health = " ".join(rows["Exporter health"])
     for word in ("poll", "Data age", "Poll duration", "API requests by code",
-                 "API errors by code", "429"):  # fmt: skip
+                 "API errors by code", "429", "Analytics data age"):  # fmt: skip
         assert word in health
 
 
 def test_top_tables_join_namespace_info() -> None:
     """The top-N tables show class, script and storage backend from namespace_info."""
-    tables = [p for p in panels(board()) if p["type"] == "table"]
+    tables = [p for p in panels(board()) if p["type"] == "table" and "Top" in p["title"]]
     assert len(tables) == 2
     for table in tables:
         first = table["targets"][0]["expr"]
@@ -161,7 +171,7 @@ def test_queries_follow_the_variables() -> None:
             name = sel.split("{", 1)[0]
             if name in PER_ACCOUNT:
                 assert 'account_id=~"$account_id"' in sel, (panel["title"], sel)
-            if name in {P + "objects", P + "objects_with_stored_data", P + "namespace_info"}:
+            if name in PER_NAMESPACE:
                 assert 'namespace_name=~"$namespace_name"' in sel, (panel["title"], sel)
         assert not re.search(r"\bnamespace\s*[=!]", target["expr"]), "label is namespace_id/_name"
 
@@ -200,3 +210,52 @@ def test_provisioning_points_at_the_dashboard() -> None:
     env = compose["services"]["grafana"]["environment"]
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == prov["options"]["path"] + "/" + DASHBOARD.name
+
+
+def test_counters_are_only_read_through_rate_or_increase() -> None:
+    """A counter's raw value means nothing (it starts at the exporter's start)."""
+    for panel, target in targets(board()):
+        expr = target["expr"]
+        for name in metric_names(expr) & COUNTERS:
+            for m in re.finditer(rf"(?<![\w:]){name}(?![\w:])(\{{[^}}]*\}})?", expr):
+                assert re.search(r"\b(rate|increase)\($", expr[: m.start()]), (panel["title"], name)
+                assert expr[m.end()] == "[", (panel["title"], name)
+
+
+def test_usage_rates_span_several_polls() -> None:
+    """Analytics counters step once per poll: no $__rate_interval (a few scrapes) on them."""
+    analytics = {n for n in COUNTERS if n in PER_NAMESPACE}
+    for panel, target in targets(board()):
+        expr = target["expr"]
+        for name in metric_names(expr) & analytics:
+            windows = re.findall(rf"{name}\{{[^}}]*\}}\[([^\]]+)\]", expr)
+            assert windows, (panel["title"], name)
+            for window in windows:
+                assert window in {"15m", "1h", "$__range"}, (panel["title"], window)
+
+
+def test_estimated_cost_uses_the_price_variables() -> None:
+    """The cost panels read every price variable; the variables are editable, with defaults."""
+    dash = board()
+    vs = variables(dash)
+    for name in PRICES:
+        var = vs[name]
+        assert var["type"] == "textbox", name
+        assert float(var["query"]) > 0 and var["current"]["value"] == var["query"], name
+        assert var["label"].startswith("$ per "), name
+    cost = [p for p in panels(dash) if "Estimated cost" in p["title"]]
+    assert {p["type"] for p in cost} == {"stat", "table"}
+    for panel in cost:
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        for name in PRICES:
+            assert f"${name}" in exprs, (panel["title"], name)
+        assert "[$__range]" in exprs and "$__range_s" in exprs
+        assert "estimate" in panel["description"].lower()
+
+
+def test_analytics_freshness_in_exporter_health() -> None:
+    """The exporter-health row shows how old the analytics watermark is."""
+    (panel,) = [p for p in panels(board()) if p["title"] == "Analytics data age"]
+    expr = panel["targets"][0]["expr"]
+    assert expr.startswith("time() - ") and "analytics_watermark_timestamp_seconds" in expr
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"

@@ -21,7 +21,14 @@ E = P + "exporter_"
 
 # DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
 # `label_values_truncated_total`, `api_reserve_wait_seconds_total` and the `credential` label
-# are later additions (README changelog).
+# are later additions (README changelog). The usage analytics families (issue 9) are at the
+# end: names and label sets exactly as `do_exporter.analytics.families()` emits them.
+_NS = frozenset({"account_id", "namespace_id", "namespace_name"})
+_ANALYTICS_COUNTERS = (
+    "requests", "errors", "wall_time_seconds", "response_body_bytes", "cpu_time_seconds",
+    "active_time_seconds", "duration_gb_seconds", "rows_read", "rows_written",
+    "storage_read_units", "storage_write_units", "storage_deletes", "subrequests",
+)  # fmt: skip
 CONTRACT: dict[str, frozenset[str]] = {
     P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
     P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
@@ -43,6 +50,17 @@ CONTRACT: dict[str, frozenset[str]] = {
     E + "build_info": frozenset({"version"}),
     E + "full_refresh_seconds": frozenset(),
     E + "label_values_truncated_total": frozenset(),
+    # Usage analytics (GraphQL Analytics API).
+    **{P + name + "_total": _NS for name in _ANALYTICS_COUNTERS},
+    P + "websocket_messages_total": _NS | {"direction"},
+    P + "failures_total": _NS | {"reason"},
+    P + "active_websocket_connections": _NS,
+    P + "stored_bytes": _NS,
+    P + "account_stored_bytes": frozenset({"account_id"}),
+    E + "analytics_watermark_timestamp_seconds": frozenset({"account_id"}),
+    E + "analytics_last_success_timestamp_seconds": frozenset({"account_id"}),
+    E + "analytics_queries_total": frozenset({"account_id", "result"}),
+    E + "analytics_skipped_seconds_total": frozenset({"account_id"}),
 }
 HISTOGRAMS = {E + "api_request_duration_seconds"}
 # Series Prometheus makes itself, which the rules and dashboard may use too.
