@@ -201,4 +201,16 @@ def test_promtool_check_metrics_finds_nothing() -> None:
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
-    assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
+    findings = [
+        line
+        for line in (run.stdout + run.stderr).splitlines()
+        if line.strip() and not line.startswith(ACCEPTED_LINT)
+    ]
+    assert findings == [], run.stdout + run.stderr
+
+
+# The one lint finding we keep on purpose: issue 9 fixes this name as the contract (it is
+# what Cloudflare's dataset calls the unit), and promtool only dislikes the abbreviation.
+ACCEPTED_LINT = (
+    f"{P}duration_gb_seconds_total metric names should not contain abbreviated units",
+)
