@@ -211,6 +211,4 @@ def test_promtool_check_metrics_finds_nothing() -> None:
 
 # The one lint finding we keep on purpose: issue 9 fixes this name as the contract (it is
 # what Cloudflare's dataset calls the unit), and promtool only dislikes the abbreviation.
-ACCEPTED_LINT = (
-    f"{P}duration_gb_seconds_total metric names should not contain abbreviated units",
-)
+ACCEPTED_LINT = (f"{P}duration_gb_seconds_total metric names should not contain abbreviated units",)
