@@ -427,3 +427,45 @@ def test_growth_alert_fires_when_a_namespace_grows(stack: Stack) -> None:
         r["alert"] for r in alert_rules() if "Exporter" in r["alert"] or "Api" in r["alert"]
     }
     assert health == set(), "health alerts on a healthy stack"
+
+
+# ---- usage analytics -----------------------------------------------------------------------
+
+
+def test_usage_counters_in_prometheus_equal_the_simulator_truth(stack: Stack) -> None:
+    """What Prometheus stored for requests_total is the simulator's exact sum of the counted
+    minutes: [first window start, watermark at that scrape), for every namespace; and where a
+    minute closed during the test, the counter's rise between two watermarks equals the sum
+    of exactly the minutes between them (what increase() is built on)."""
+    e = "cloudflare_durable_objects_exporter_analytics_watermark_timestamp_seconds"
+    at = str(time.time() - 2)  # one instant: counter and watermark from the same scrapes
+    first = {
+        r["metric"]["account_id"]: float(r["value"][1])
+        for r in stack.api("query", query=f"min_over_time({e}[10m])", time=at)["result"]
+    }
+    now = {
+        r["metric"]["account_id"]: float(r["value"][1])
+        for r in stack.api("query", query=e, time=at)["result"]
+    }
+    assert set(first) == set(now) == {ACCOUNT_A, ACCOUNT_B}, stack.logs()
+    series = stack.api("query", query="cloudflare_durable_objects_requests_total", time=at)
+    served = {
+        (r["metric"]["account_id"], r["metric"]["namespace_id"]): float(r["value"][1])
+        for r in series["result"]
+    }
+    assert len(served) == 4  # every namespace of both accounts
+    for (account, ns_id), value in served.items():
+        # --interval 10: the first window is the one minute before the first watermark.
+        truth = stack.sim.graphql.truth(account, ns_id, first[account] - 60, now[account])
+        assert value == truth["requests"], (account, ns_id)
+    # The counter's rise over the test equals the truth of the minutes it covers.
+    rise = stack.api(
+        "query",
+        query="max_over_time(cloudflare_durable_objects_requests_total[10m])"
+        " - min_over_time(cloudflare_durable_objects_requests_total[10m])",
+        time=at,
+    )["result"]
+    for r in rise:
+        account, ns_id = r["metric"]["account_id"], r["metric"]["namespace_id"]
+        truth = stack.sim.graphql.truth(account, ns_id, first[account], now[account])
+        assert float(r["value"][1]) == (truth["requests"] if now[account] > first[account] else 0)
