@@ -416,8 +416,10 @@ def publish(
     - An account whose list failed or did not end keeps its state (``last_poll_success 0``);
       its finished walks wait for a poll that lists it.
     - A walk is stalled when it read no page since the poll began, unless its pages queue in
-      the ``BULK`` lane (held back on purpose) and one came within ``stall_seconds``. A due
-      count that could not start fails the poll unless the credential's plan binds.
+      the ``BULK`` lane (held back on purpose) and one came within ``stall_seconds``; and
+      when it has run longer than ``stall_seconds`` over a namespace that has no count yet
+      (no series at all: the poll must not look healthy). A due count that could not start
+      fails the poll unless the credential's plan binds.
     """
     by_name = {c.name: c for c in credentials}
     keep_order: dict[str, str] = {}
@@ -468,6 +470,11 @@ def publish(
                             walk.lane is Lane.BULK and now - walk.progressed_at <= stall_seconds
                         )
                         stalled |= not held_on_purpose
+                    never_counted = before is None or ns.id not in before.counts
+                    if never_counted and now - walk.started_at > stall_seconds:
+                        # No series at all for that long: say so (an endless cursor on a
+                        # new namespace, or a first walk far beyond the budget).
+                        stalled = True
                 elif ns.id in due and cred not in gathered.deferred:
                     stalled = True  # due, never started, and not deferred on purpose
         if stalled:

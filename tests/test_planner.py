@@ -400,6 +400,26 @@ def test_walks_in_flight_fail_the_poll_only_when_stalled(state: WalkState, stall
     assert acc.counts["big"].objects == 4_000_000  # the last complete count stays
 
 
+def test_a_long_first_walk_of_a_namespace_without_series_fails_the_poll() -> None:
+    """A new namespace whose first walk runs for long (an endless cursor) is not healthy."""
+    previous = snapshot(account(A, {"n": 10}, extra=("new",)))
+    creds = [Credential("default", (A,))]
+
+    def poll(started_at: float) -> bool:
+        walk = WalkState(started_at=started_at, progressed_at=1005.0, pages=900)
+        result = publish(
+            previous,
+            creds,
+            gathered(owners={A: "default"}, lists={A: (Namespace("n"), Namespace("new"))}),
+            InFlight(walks={(A, "new"): walk}, finished={(A, "n"): ObjectCount(11, 0)}),
+            stall_seconds=600,
+        )
+        return result.snapshot.accounts[0].last_poll_success
+
+    assert poll(started_at=800.0)  # moving, for 210 s: fine
+    assert not poll(started_at=100.0)  # moving, but 910 s without any count: failing
+
+
 def test_a_due_count_that_never_started_fails_unless_the_budget_deferred_it() -> None:
     previous = snapshot(account(A, {"n": 10}))
     args = {
