@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from do_exporter.server import CONTENT_TYPE_PLAIN_0_0_4, MetricsServer
+from do_exporter.server import CONTENT_TYPE_PLAIN_0_0_4, Limits, MetricsServer
 from do_exporter.webconfig import WebConfig
 from tests.test_webconfig import certs  # noqa: F401  (the module-scoped certificate fixture)
 
@@ -108,15 +108,15 @@ def test_parts_over_tls(certs: Path) -> None:  # noqa: F811
         srv.stop()
 
 
-def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The idle timeout bounds the whole answer, not each write: a client that reads 256 kB
+def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out() -> None:
+    """The answer timeout bounds the whole answer, not each write: a client that reads 256 kB
     every 20 ms (so no single write waits long; 64 MB would take ~5 s) is cut off after
     about the timeout."""
-    monkeypatch.setattr("do_exporter.server.IDLE_TIMEOUT", 1.0)
     body = b"x" * (64 << 20)
-    srv = MetricsServer("127.0.0.1", 0, metrics=lambda gz: body, ready=lambda: True)
+    srv = MetricsServer(
+        "127.0.0.1", 0, metrics=lambda gz: body, ready=lambda: True,
+        limits=Limits(answer_timeout=1.0),
+    )  # fmt: skip
     srv.start()
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as conn:
