@@ -7,7 +7,6 @@ SIGINT), after cancelling any poll in flight.
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client.exposition import generate_latest
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -133,13 +131,13 @@ class Exporter:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
-        when it was published; only the small own-metrics part is compressed per scrape.
-        The server sends the parts back to back, so the large one is never copied.
+        when it was published; the small own-metrics part is rendered and compressed at most
+        once a second (:meth:`ExporterMetrics.exposition`). The server sends the parts back
+        to back, so the large one is never copied.
         """
-        own = generate_latest(self.metrics)
         if compressed:
-            return self.store.exposition_gzip, gzip.compress(own, compresslevel=1, mtime=0)
-        return self.store.exposition, own
+            return self.store.exposition_gzip, self.metrics.exposition(compressed=True)
+        return self.store.exposition, self.metrics.exposition()
 
     def ready(self) -> bool:
         return self.store.snapshot.ready
