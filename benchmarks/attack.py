@@ -37,6 +37,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -379,7 +380,7 @@ def main() -> None:
                 auth = name == "heads-auth"
                 config = web_config(folder) if auth else None
                 row = endpoint_attack(
-                    name, lambda port: big_heads(port, auth=auth), ns.limit, ns.rss_cap, config
+                    name, partial(big_heads, auth=auth), ns.limit, ns.rss_cap, config
                 )
             else:
                 bomb = gzip_bomb() if name == "gzip-bomb" else b""
