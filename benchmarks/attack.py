@@ -214,7 +214,8 @@ def slowloris(port: int, *, conns: int = 300, every: float = 5.0, seconds: float
 
 def big_heads(port: int, *, conns: int = 40, auth: bool = False) -> Row:
     """``conns`` connections at once each send 98 headers of 63.5 kB (6.2 MB of head: within
-    the 100 headers of at most 64 KiB that the stdlib's parser accepts)."""
+    the 100 lines of at most 64 KiB, the blank one included, that the stdlib's parser took
+    whole)."""
     header = b"X-Pad-%02d: " + b"a" * 63_500 + b"\r\n"
     head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"".join(header % i for i in range(98))
     head += b"\r\n"
