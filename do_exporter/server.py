@@ -203,6 +203,7 @@ class MetricsServer:
         self._stopping = False
         self._evicted = 0
         self._evicted_logged = 0.0
+        self._accept_failed_logged = 0.0
         self._workers = _Workers(limits.max_answering, limits.worker_idle, self._answer)
         self._thread = threading.Thread(target=self._loop, name="http-server", daemon=True)
 
@@ -264,9 +265,14 @@ class MetricsServer:
             except BlockingIOError:
                 return
             except OSError as exc:  # out of file descriptors (or buffers): shed the oldest
-                log.warning("cannot accept a connection", error=str(exc))
+                now = time.monotonic()
+                if now - self._accept_failed_logged > 10:
+                    log.warning("cannot accept a connection", error=str(exc))
+                    self._accept_failed_logged = now
                 if self._waiting:
                     self._evict()
+                else:  # every descriptor is in an answer: let those finish, do not spin
+                    time.sleep(0.01)
                 return
             if len(self._waiting) >= self.limits.max_waiting:
                 self._evict()

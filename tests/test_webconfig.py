@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from do_exporter.config import ConfigError
-from do_exporter.server import MetricsServer
+from do_exporter.server import Limits, MetricsServer
 from do_exporter.webconfig import BasicAuth, WebConfig, load_web_config
 from tests.test_cli import clean_env, free_port
 
@@ -331,3 +331,34 @@ def test_passwords_longer_than_72_bytes_are_checked_as_bcrypt_hashes_them() -> N
     assert check(first_72)
     assert not check(first_72[:71])
     assert not check(b"q" + long_password.encode()[1:])
+
+
+def test_tls_keep_alive_pipelining_and_a_stalled_head(certs: Path) -> None:
+    """Over TLS: two pipelined requests in one record get two answers on one connection, and
+    a TLS client that stalls mid-head is answered 408 at the head timeout."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs / "server.crt", certs / "server.key")
+    server = MetricsServer(
+        "127.0.0.1", 0, metrics=lambda gz: b"up 1\n", ready=lambda: True,
+        web=WebConfig(tls=tls), limits=Limits(head_timeout=1.0),
+    )  # fmt: skip
+    server.start()
+    client = ssl.create_default_context(cafile=str(certs / "server.crt"))
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
+            data = b""
+            while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"up 1\n"):
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.index(b"ok\n") < data.index(b"up 1\n")
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="localhost") as stalled:
+            started = time.monotonic()
+            stalled.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+            assert stalled.recv(4096).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - started < 2.5
+    finally:
+        server.stop()
