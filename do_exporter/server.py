@@ -309,8 +309,10 @@ class MetricsServer:
         except (OSError, ValueError):
             conn.sock.close()
             return
-        conn.idle = True
-        conn.deadline = time.monotonic() + self.limits.idle_timeout
+        # Bytes already here (pipelined) are a head begun: it has head_timeout, not idle.
+        conn.idle = not conn.buffer
+        wait = self.limits.idle_timeout if conn.idle else self.limits.head_timeout
+        conn.deadline = time.monotonic() + wait
         self._waiting[conn.sock.fileno()] = conn
         pending = isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()
         if conn.buffer or pending:  # pipelined: the next head may already be here
