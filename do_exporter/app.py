@@ -132,12 +132,14 @@ class Exporter:
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
         when it was published; the small own-metrics part is rendered and compressed at most
-        once a second (:meth:`ExporterMetrics.exposition`). The server sends the parts back
-        to back, so the large one is never copied.
+        once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
+        server sends the parts back to back, so the large one is never copied.
         """
-        if compressed:
-            return self.store.exposition_gzip, self.metrics.exposition(compressed=True)
-        return self.store.exposition, self.metrics.exposition()
+        served = self.store.exposition_gzip if compressed else self.store.exposition
+        # Read after the exposition: the same snapshot or a newer one, so the own metrics
+        # rendered for it are at least as new as the part served.
+        snapshot = self.store.snapshot
+        return served, self.metrics.exposition(compressed, epoch=snapshot)
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

@@ -2,8 +2,9 @@
 
 These change during a poll, so unlike the snapshot's families they are not rendered once per
 snapshot; :meth:`ExporterMetrics.exposition` renders (and gzips) them at most once per
-:data:`RENDER_EVERY` second, however often ``/metrics`` is scraped: what a scrape serves is
-at most a second old. Rendering 60 lines through prometheus-client took about as long as
+:data:`RENDER_EVERY` second however often ``/metrics`` is scraped, and once more per
+published snapshot: what a scrape serves is at most a second old, and never older than the
+snapshot served with it. Rendering 60 lines through prometheus-client took about as long as
 the rest of an idle gzip scrape (docs/benchmarks.md).
 """
 
@@ -42,6 +43,7 @@ class ExporterMetrics(Collector):
         self._rendered_at: float | None = None
         self._text = b""
         self._gzipped: bytes | None = None
+        self._epoch: object = None
         self.requests = Counter(
             f"{SELF}_api_requests",
             "HTTP requests to the Cloudflare API, by endpoint and status code "
@@ -88,14 +90,18 @@ class ExporterMetrics(Collector):
 
     # -- exposition -----------------------------------------------------------------------
 
-    def exposition(self, compressed: bool = False) -> bytes:
+    def exposition(self, compressed: bool = False, *, epoch: object = None) -> bytes:
         """The text exposition of these metrics (a gzip member if ``compressed``), rendered
-        at most once per :data:`RENDER_EVERY` seconds of ``clock``."""
+        at most once per :data:`RENDER_EVERY` seconds of ``clock``, and again whenever
+        ``epoch`` is not the object of the last render: the app passes the snapshot it
+        serves, so these counters are never older than the snapshot beside them (a test or
+        a user that waits for a poll's ``polls_total`` sees that poll's API requests)."""
         with self._render_lock:
             now = self._clock()
             at = self._rendered_at
-            if at is None or not at <= now < at + RENDER_EVERY:
+            if at is None or not at <= now < at + RENDER_EVERY or epoch is not self._epoch:
                 self._text, self._gzipped, self._rendered_at = generate_latest(self), None, now
+                self._epoch = epoch
             if not compressed:
                 return self._text
             if self._gzipped is None:

@@ -49,3 +49,16 @@ def test_a_clock_that_goes_back_renders_again() -> None:
     metrics.api_error("objects", "10000")
     clock.now -= 5
     assert metrics.exposition() != first
+
+
+def test_a_new_epoch_renders_again_within_the_second() -> None:
+    """A new snapshot (the epoch) gets own metrics rendered after it, even within the second;
+    the same epoch keeps the cached render."""
+    clock = Clock()
+    metrics = ExporterMetrics(clock=clock)
+    first_snapshot, second_snapshot = object(), object()
+    first = metrics.exposition(epoch=first_snapshot)
+    metrics.request_finished("objects", "403", 0.1)
+    assert metrics.exposition(epoch=first_snapshot) is first
+    second = metrics.exposition(epoch=second_snapshot)
+    assert b'code="403"' in second and b'code="403"' not in first
