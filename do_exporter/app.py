@@ -8,7 +8,6 @@ files at once (they are also re-read when they change, see :class:`~.config.Toke
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 from collections.abc import Sequence
@@ -20,7 +19,6 @@ import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client.exposition import generate_latest
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -195,13 +193,15 @@ class Exporter:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
-        when it was published; only the small own-metrics part is compressed per scrape.
-        The server sends the parts back to back, so the large one is never copied.
+        when it was published; the small own-metrics part is rendered and compressed at most
+        once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
+        server sends the parts back to back, so the large one is never copied.
         """
-        own = generate_latest(self.metrics)
-        if compressed:
-            return self.store.exposition_gzip, gzip.compress(own, compresslevel=1, mtime=0)
-        return self.store.exposition, own
+        served = self.store.exposition_gzip if compressed else self.store.exposition
+        # Read after the exposition: the same snapshot or a newer one, so the own metrics
+        # rendered for it are at least as new as the part served.
+        snapshot = self.store.snapshot
+        return served, self.metrics.exposition(compressed, epoch=snapshot)
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

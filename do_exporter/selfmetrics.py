@@ -1,16 +1,23 @@
 """The exporter's own request metrics, updated by the API client as requests happen.
 
-These change during a poll, so unlike the snapshot's families they are rendered on every
-scrape; they are few (endpoints x status codes) and cheap to render.
+These change during a poll, so unlike the snapshot's families they are not rendered once per
+snapshot; :meth:`ExporterMetrics.exposition` renders (and gzips) them at most once per
+:data:`RENDER_EVERY` second however often ``/metrics`` is scraped, and once more per
+published snapshot: what a scrape serves is at most a second old, and never older than the
+snapshot served with it. Rendering 60 lines through prometheus-client took about as long as
+the rest of an idle gzip scrape (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -19,8 +26,9 @@ from .cloudflare import INVALID_RESPONSE, TRANSPORT, RequestObserver
 from .collector import SELF
 from .ratelimit import RateLimiter
 
-ENDPOINTS = ("accounts", "namespaces", "objects")
+ENDPOINTS = ("accounts", "namespaces", "objects", "graphql")
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RENDER_EVERY = 1.0  # seconds a rendered exposition of these metrics is served again
 
 
 class ExporterMetrics(Collector):
@@ -30,7 +38,13 @@ class ExporterMetrics(Collector):
     collector yields them with their ``_created`` samples removed, as the contract wants.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._render_lock = threading.Lock()
+        self._rendered_at: float | None = None
+        self._text = b""
+        self._gzipped: bytes | None = None
+        self._epoch: object = None
         self.requests = Counter(
             f"{SELF}_api_requests",
             "HTTP requests to the Cloudflare API, by endpoint and status code "
@@ -93,6 +107,26 @@ class ExporterMetrics(Collector):
     def ratelimit_remaining(self, remaining: int, credential: str = "default") -> None:
         with self._lock:
             self._remaining[credential] = remaining
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def exposition(self, compressed: bool = False, *, epoch: object = None) -> bytes:
+        """The text exposition of these metrics (a gzip member if ``compressed``), rendered
+        at most once per :data:`RENDER_EVERY` seconds of ``clock``, and again whenever
+        ``epoch`` is not the object of the last render: the app passes the snapshot it
+        serves, so these counters are never older than the snapshot beside them (a test or
+        a user that waits for a poll's ``polls_total`` sees that poll's API requests)."""
+        with self._render_lock:
+            now = self._clock()
+            at = self._rendered_at
+            if at is None or not at <= now < at + RENDER_EVERY or epoch is not self._epoch:
+                self._text, self._gzipped, self._rendered_at = generate_latest(self), None, now
+                self._epoch = epoch
+            if not compressed:
+                return self._text
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self._text, compresslevel=1, mtime=0)
+            return self._gzipped
 
     # -- Collector ------------------------------------------------------------------------
 

@@ -2,109 +2,173 @@
 
 A scrape only reads: the snapshot's exposition is already rendered, and the exporter's own
 request metrics are a few dozen series. It never waits for a poll.
+
+How connections are served, so that hostile clients cannot keep Prometheus out:
+
+- One thread (``http-server``) owns every connection that is *waiting for a request head*:
+  it accepts, does the TLS handshake and reads heads without blocking, over a selector.
+  A head is bounded (:mod:`do_exporter.httphead`: 16 KiB, 64 header lines, an 8 KiB request
+  line) and must arrive whole within ``head_timeout`` (10 s) of its first byte (of the
+  connection, for a new one); a keep-alive connection may wait ``idle_timeout`` (15 s) for
+  its next request's first byte. At most ``max_waiting`` (512) connections wait at once:
+  when a new one comes, the one waiting longest is closed. So stalled clients cost a few
+  kilobytes each and no thread, and they cannot keep a new connection from being read.
+- Only a complete head gets a thread (from a pool of at most ``max_answering``, 256): it
+  checks basic auth, composes and writes the answer, bounded as a whole by
+  ``answer_timeout`` (15 s), then hands a keep-alive connection back to the selector.
+- A refused head (400, 414, 431, 505) or a head that ran out of time (408) is answered at
+  once from the selector thread, then the connection is closed after draining what the
+  client still sends for at most 2 s, so the client can read the answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import queue
+import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import structlog
 
 from . import __version__
-from .webconfig import BasicAuth, WebConfig
+from .httphead import MAX_HEAD, Refusal, Request, parse_head
+from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.server")
 
-IDLE_TIMEOUT = 15.0  # seconds a client may keep a connection idle or send slowly
 # The classic text format; generate_latest writes it whatever the library's newest one is.
 CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
-MAX_CONNECTIONS = 256  # connections served at once; more are closed at once, unanswered
+TEXT = "text/plain; charset=utf-8"
+SERVER = f"do-exporter/{__version__}"
+ALLOWED = frozenset({"GET", "HEAD"})
+KNOWN = frozenset({"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+LINGER = 2.0  # seconds a refused connection is drained before it is closed
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
 Body = bytes | Sequence[bytes]
 
 
-def _send_all(sock: socket.socket, buffers: list[bytes]) -> None:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may cost the server (the defaults are what the daemon uses)."""
+
+    head_timeout: float = 10.0  # seconds for a whole request head, from its first byte
+    idle_timeout: float = 15.0  # seconds a keep-alive connection may wait for a request
+    answer_timeout: float = 15.0  # seconds for the client to read a whole answer
+    max_waiting: int = 512  # connections waiting for a head; the oldest is closed beyond
+    max_answering: int = 256  # answers written at once (threads)
+    worker_idle: float = 60.0  # seconds an idle answer thread is kept
+
+
+def _send_all(sock: socket.socket, buffers: list[bytes], timeout: float) -> None:
     """Write ``buffers`` back to back, with as few system calls (and GIL hand-offs) as possible.
 
     A plain socket takes them in gathering ``sendmsg`` calls (headers and body leave
-    together, and the scrape thread need not win the GIL back between them); a TLS socket,
-    which has no ``sendmsg``, takes them one ``send`` at a time. The socket's timeout bounds
-    the whole answer, not each call, so a client that reads slowly cannot hold a connection
-    slot for longer than that.
+    together, and the answering thread need not win the GIL back between them); a TLS
+    socket, which has no ``sendmsg``, takes them one ``send`` at a time. ``timeout`` bounds
+    the whole answer, not each call, so a client that reads slowly cannot hold a thread for
+    longer than that.
     """
-    timeout = sock.gettimeout()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
     tls = isinstance(sock, ssl.SSLSocket)
     views = [memoryview(b) for b in buffers if b]
-    try:
-        while views:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the client did not read the answer in time")
-                sock.settimeout(left)
-            sent = sock.send(views[0]) if tls else sock.sendmsg(views)
-            while sent and views:
-                first = len(views[0])
-                if sent >= first:
-                    sent -= first
-                    views.pop(0)
-                else:
-                    views[0] = views[0][sent:]
-                    sent = 0
-    finally:
-        sock.settimeout(timeout)
+    while views:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client did not read the answer in time")
+        sock.settimeout(left)
+        sent = sock.send(views[0]) if tls else sock.sendmsg(views)
+        while sent and views:
+            first = len(views[0])
+            if sent >= first:
+                sent -= first
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
 
 
-class _Server(ThreadingHTTPServer):
-    """One thread per connection, at most :data:`MAX_CONNECTIONS` of them; optional TLS.
+def _plain_answer(status: HTTPStatus, reason: str) -> bytes:
+    """A complete ``Connection: close`` answer with a one-line text body."""
+    body = f"{status.value} {status.phrase}: {reason}\n".encode()
+    return (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {SERVER}\r\n"
+        f"Content-Type: {TEXT}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
-    The TLS handshake happens in the connection's own thread (not in ``accept``), so a
-    client that stalls its handshake holds only its own thread, and only until the timeout.
-    """
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-    tls: ssl.SSLContext | None = None
+class _Conn:
+    """A client connection and what the selector thread knows of its current head."""
 
-    def server_bind(self) -> None:
-        super().server_bind()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    __slots__ = ("address", "buffer", "deadline", "handshaking", "idle", "lingering", "sock")
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
+    def __init__(self, sock: socket.socket, address: str, *, handshaking: bool) -> None:
+        self.sock = sock
+        self.address = address
+        self.buffer = b""  # the head so far (and what followed it, if pipelined)
+        self.handshaking = handshaking
+        self.lingering = False  # refused: drained until closed
+        self.idle = False  # keep-alive, waiting for the first byte of the next request
+        self.deadline = 0.0
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("too many connections; refusing one", client=client_address[0])
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+class _Workers:
+    """Threads that answer complete requests: started on demand up to ``limit``, reused,
+    and ended after ``idle`` seconds without work."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up, times out or fails its TLS handshake is not our error.
-        log.debug("connection error", client=client_address[0], exc_info=True)
+    def __init__(self, limit: int, idle: float, run: Callable[[_Conn, Request], None]) -> None:
+        self._limit, self._idle_s, self._run = limit, idle, run
+        self._jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, conn: _Conn, request: Request) -> bool:
+        """Hand a request to a thread; ``False`` when all ``limit`` threads are busy."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._limit:
+                self._threads += 1
+                threading.Thread(target=self._work, name="http-answer", daemon=True).start()
+            else:
+                return False
+            self._jobs.put((conn, request))
+        return True
+
+    def stop(self) -> None:
+        with self._lock:
+            for _ in range(self._threads):
+                self._jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            if job is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            self._run(*job)
+            with self._lock:
+                self._idle += 1
 
 
 class MetricsServer:
@@ -118,29 +182,343 @@ class MetricsServer:
         metrics: Callable[[bool], Body],
         ready: Callable[[], bool],
         web: WebConfig | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         web = web or WebConfig()
-        handler = _handler_class(metrics, ready, web.auth)
-        server_class: type[_Server] = _Server
-        if ":" in host:
-            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
-        self._httpd = server_class((host, port), handler)
-        self._httpd.tls = web.tls
+        self._metrics, self._ready, self._auth, self._tls = metrics, ready, web.auth, web.tls
+        self.limits = limits
         self.scheme = "https" if web.tls else "http"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="http-server", daemon=True
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=512)
+        self._listener.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, "listen")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        # Connections waiting for a head, oldest first (only the selector thread touches it).
+        self._waiting: dict[int, _Conn] = {}
+        self._returned: deque[_Conn] = deque()  # keep-alive connections from answer threads
+        self._stopping = False
+        self._evicted = 0
+        self._evicted_logged = 0.0
+        self._accept_failed_logged = 0.0
+        self._workers = _Workers(limits.max_answering, limits.worker_idle, self._answer)
+        self._thread = threading.Thread(target=self._loop, name="http-server", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._listener.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._stopping = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._workers.stop()
+        for conn in list(self._waiting.values()):
+            self._close(conn)
+        while self._returned:
+            self._returned.popleft().sock.close()
+        self._selector.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the selector thread ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_expiry = 0.0
+        while not self._stopping:
+            for key, _ in self._selector.select(timeout=0.25):
+                try:
+                    if key.data == "listen":
+                        self._accept()
+                    elif key.data == "wake":
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                        while self._returned:
+                            self._resume(self._returned.popleft())
+                    elif isinstance(key.data, _Conn):
+                        self._ready_to_read(key.data)
+                except Exception:  # a bug here must not take the endpoint down with it
+                    log.exception("HTTP server error")
+                    if isinstance(key.data, _Conn):
+                        self._close(key.data)
+            now = time.monotonic()
+            if now >= next_expiry:
+                self._expire(now)
+                next_expiry = now + 0.1
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of file descriptors (or buffers): shed the oldest
+                now = time.monotonic()
+                if now - self._accept_failed_logged > 10:
+                    log.warning("cannot accept a connection", error=str(exc))
+                    self._accept_failed_logged = now
+                if self._waiting:
+                    self._evict()
+                else:  # every descriptor is in an answer: let those finish, do not spin
+                    time.sleep(0.01)
+                return
+            if len(self._waiting) >= self.limits.max_waiting:
+                self._evict()
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            conn = _Conn(sock, str(address[0]), handshaking=self._tls is not None)
+            conn.deadline = time.monotonic() + self.limits.head_timeout
+            self._waiting[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict(self) -> None:
+        oldest = next(iter(self._waiting.values()))
+        self._close(oldest)
+        self._evicted += 1
+        now = time.monotonic()
+        if now - self._evicted_logged > 10:
+            log.warning(
+                "too many connections waiting for a request; closed the oldest",
+                closed=self._evicted,
+                limit=self.limits.max_waiting,
+            )
+            self._evicted_logged, self._evicted = now, 0
+
+    def _resume(self, conn: _Conn) -> None:
+        """A keep-alive connection back from its answer: wait for the next request."""
+        if self._stopping:
+            conn.sock.close()
+            return
+        try:
+            conn.sock.setblocking(False)
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        except (OSError, ValueError):
+            conn.sock.close()
+            return
+        # Bytes already here (pipelined) are a head begun: it has head_timeout, not idle.
+        conn.idle = not conn.buffer
+        wait = self.limits.idle_timeout if conn.idle else self.limits.head_timeout
+        conn.deadline = time.monotonic() + wait
+        self._waiting[conn.sock.fileno()] = conn
+        pending = isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()
+        if conn.buffer or pending:  # pipelined: the next head may already be here
+            self._ready_to_read(conn)
+
+    def _ready_to_read(self, conn: _Conn) -> None:
+        sock = conn.sock
+        try:
+            if conn.handshaking:
+                assert isinstance(sock, ssl.SSLSocket)
+                sock.do_handshake()
+                conn.handshaking = False
+                self._selector.modify(sock, selectors.EVENT_READ, conn)
+            closed = self._receive(conn)
+        except ssl.SSLWantReadError:
+            self._selector.modify(sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
+            return
+        except (OSError, ValueError):  # ssl.SSLError is an OSError
+            self._close(conn)
+            return
+        if closed:
+            self._close(conn)
+        elif conn.lingering:
+            conn.buffer = b""
+        elif conn.buffer:
+            self._parse(conn)
+
+    def _receive(self, conn: _Conn) -> bool:
+        """Read what is there (up to one byte past the head limit); ``True`` at end of stream."""
+        sock = conn.sock
+        while True:
+            room = (1 << 16) if conn.lingering else MAX_HEAD + 1 - len(conn.buffer)
+            if room <= 0:
+                return False
+            try:
+                chunk = sock.recv(room)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return False
+            if not chunk:
+                return True
+            if conn.idle:  # the next request has begun: its head has head_timeout from now
+                conn.idle = False
+                conn.deadline = time.monotonic() + self.limits.head_timeout
+            conn.buffer = b"" if conn.lingering else conn.buffer + chunk
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return False
+
+    def _parse(self, conn: _Conn) -> None:
+        parsed = parse_head(conn.buffer)
+        if parsed is None:
+            return
+        if isinstance(parsed, Refusal):
+            self._refuse(conn, parsed.status, parsed.reason)
+            return
+        conn.buffer = conn.buffer[parsed.size :]
+        del self._waiting[conn.sock.fileno()]
+        self._selector.unregister(conn.sock)
+        if not self._workers.submit(conn, parsed):
+            log.warning("too many answers in flight; refusing a request", client=conn.address)
+            self._waiting[conn.sock.fileno()] = conn
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            self._refuse(conn, HTTPStatus.SERVICE_UNAVAILABLE, "too many requests at once")
+
+    def _refuse(self, conn: _Conn, status: HTTPStatus, reason: str) -> None:
+        """Answer at once (best effort, without blocking), then drain and close."""
+        log.debug("request refused", client=conn.address, status=status.value, reason=reason)
+        with contextlib.suppress(OSError):
+            conn.sock.send(_plain_answer(status, reason))
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.lingering, conn.buffer = True, b""
+        conn.deadline = time.monotonic() + LINGER
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self._waiting.values() if c.deadline <= now]:
+            if conn.buffer and not conn.lingering:
+                self._refuse(conn, HTTPStatus.REQUEST_TIMEOUT, "the request head took too long")
+            else:
+                self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd >= 0:
+            self._waiting.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn.sock)
+        conn.sock.close()
+
+    # -- answer threads --------------------------------------------------------------------
+
+    def _answer(self, conn: _Conn, request: Request) -> None:
+        keep = False
+        try:
+            conn.sock.settimeout(self.limits.answer_timeout)
+            keep = self._respond(conn, request)
+        except Exception:  # a client that hangs up or times out is not our error
+            log.debug("connection error", client=conn.address, exc_info=True)
+            keep = False
+        if keep and not self._stopping:
+            self._returned.append(conn)
+            self._wake()
+        else:
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+
+    def _respond(self, conn: _Conn, request: Request) -> bool:
+        """Answer one request; ``True`` if the connection stays open for another."""
+        send_body = request.method != "HEAD"
+        keep = request.keep_alive
+        if request.method not in ALLOWED:
+            known = request.method in KNOWN
+            status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_IMPLEMENTED
+            extra = (("Allow", "GET, HEAD"),) if known else ()
+            self._send(conn, request, status, TEXT, b"", True, extra=extra, close=True)
+            return False
+        path = request.target.split("?", 1)[0]
+        if self._auth is not None and not self._auth.check(request.headers.get("authorization")):
+            self._send(
+                conn,
+                request,
+                HTTPStatus.UNAUTHORIZED,
+                TEXT,
+                b"unauthorized\n",
+                send_body,
+                extra=(("WWW-Authenticate", 'Basic realm="do-exporter"'),),
+                close=not keep,
+            )
+            return keep
+        if path == "/metrics":
+            gzipped = "gzip" in request.header("accept-encoding").lower()
+            body = self._metrics(gzipped)
+            self._send(
+                conn,
+                request,
+                HTTPStatus.OK,
+                CONTENT_TYPE_PLAIN_0_0_4,
+                body,
+                send_body,
+                encoding="gzip" if gzipped else None,
+                close=not keep,
+            )
+        elif path == "/healthz":
+            self._send(conn, request, HTTPStatus.OK, TEXT, b"ok\n", send_body, close=not keep)
+        elif path == "/readyz":
+            if self._ready():
+                status, text = HTTPStatus.OK, b"ready\n"
+            else:
+                status = HTTPStatus.SERVICE_UNAVAILABLE
+                text = b"not ready: no poll has read any account's namespaces yet\n"
+            self._send(conn, request, status, TEXT, text, send_body, close=not keep)
+        elif path == "/":
+            page = _LANDING.format(version=html.escape(__version__)).encode()
+            ctype = "text/html; charset=utf-8"
+            self._send(conn, request, HTTPStatus.OK, ctype, page, send_body, close=not keep)
+        else:
+            self._send(
+                conn, request, HTTPStatus.NOT_FOUND, TEXT, b"not found\n", send_body,
+                close=not keep,
+            )  # fmt: skip
+        return keep
+
+    def _send(
+        self,
+        conn: _Conn,
+        request: Request,
+        status: HTTPStatus,
+        content_type: str,
+        body: Body,
+        send_body: bool,
+        *,
+        encoding: str | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+        close: bool = False,
+    ) -> None:
+        parts = [body] if isinstance(body, bytes) else list(body)
+        log.debug(
+            "http request",
+            client=conn.address,
+            method=request.method,
+            path=request.target[:200],
+            status=status.value,
+        )
+        head = b""  # HTTP/0.9 answers are the body alone
+        if request.version != "HTTP/0.9":
+            lines = [
+                f"HTTP/1.1 {status.value} {status.phrase}",
+                f"Server: {SERVER}",
+                f"Date: {formatdate(usegmt=True)}",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {sum(len(part) for part in parts)}",
+                *(f"{name}: {value}" for name, value in extra),
+            ]
+            if encoding:
+                lines.append(f"Content-Encoding: {encoding}")
+            if content_type == CONTENT_TYPE_PLAIN_0_0_4:
+                lines.append("Vary: Accept-Encoding")
+            if close:
+                lines.append("Connection: close")
+            elif request.version == "HTTP/1.0":
+                lines.append("Connection: keep-alive")
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        buffers = [head, *parts] if send_body else [head]
+        _send_all(conn.sock, buffers, self.limits.answer_timeout)
 
 
 _LANDING = """<!doctype html>
@@ -155,107 +533,3 @@ _LANDING = """<!doctype html>
 </ul>
 </body></html>
 """
-
-
-def _handler_class(
-    metrics: Callable[[bool], Body], ready: Callable[[], bool], auth: BasicAuth | None
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"do-exporter/{__version__}"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-        timeout = IDLE_TIMEOUT
-        # Headers and body leave in one write (_send_all) except over TLS and in the
-        # stdlib's own answers (405, 414, 501): without TCP_NODELAY a small body written
-        # after its headers waits for the client's delayed ACK of them (~40 ms on Linux).
-        disable_nagle_algorithm = True
-
-        def do_GET(self) -> None:
-            self._respond(send_body=True)
-
-        def do_HEAD(self) -> None:
-            self._respond(send_body=False)
-
-        def _respond(self, *, send_body: bool) -> None:
-            path = self.path.split("?", 1)[0]
-            if auth is not None and not auth.check(self.headers.get("Authorization")):
-                self._send(
-                    HTTPStatus.UNAUTHORIZED,
-                    "text/plain; charset=utf-8",
-                    b"unauthorized\n",
-                    send_body,
-                    extra=(("WWW-Authenticate", 'Basic realm="do-exporter"'),),
-                )
-                return
-            if path == "/metrics":
-                gzipped = "gzip" in self.headers.get("Accept-Encoding", "").lower()
-                self._send(
-                    HTTPStatus.OK,
-                    CONTENT_TYPE_PLAIN_0_0_4,
-                    metrics(gzipped),
-                    send_body,
-                    encoding="gzip" if gzipped else None,
-                )
-            elif path == "/healthz":
-                self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", send_body)
-            elif path == "/readyz":
-                if ready():
-                    self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ready\n", send_body)
-                else:
-                    self._send(
-                        HTTPStatus.SERVICE_UNAVAILABLE,
-                        "text/plain; charset=utf-8",
-                        b"not ready: no poll has read any account's namespaces yet\n",
-                        send_body,
-                    )
-            elif path == "/":
-                page = _LANDING.format(version=html.escape(__version__)).encode()
-                self._send(HTTPStatus.OK, "text/html; charset=utf-8", page, send_body)
-            else:
-                self._send(
-                    HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n", send_body
-                )
-
-        def _send(
-            self,
-            status: HTTPStatus,
-            content_type: str,
-            body: Body,
-            send_body: bool,
-            *,
-            encoding: str | None = None,
-            extra: tuple[tuple[str, str], ...] = (),
-        ) -> None:
-            parts = [body] if isinstance(body, bytes) else list(body)
-            self.log_request(status.value)
-            head = b""  # HTTP/0.9 answers are the body alone
-            if self.request_version != "HTTP/0.9":
-                lines = [
-                    f"{self.protocol_version} {status.value} {status.phrase}",
-                    f"Server: {self.version_string()}",
-                    f"Date: {self.date_time_string()}",
-                    f"Content-Type: {content_type}",
-                    f"Content-Length: {sum(len(part) for part in parts)}",
-                    *(f"{name}: {value}" for name, value in extra),
-                ]
-                if encoding:
-                    lines.append(f"Content-Encoding: {encoding}")
-                if content_type == CONTENT_TYPE_PLAIN_0_0_4:
-                    lines.append("Vary: Accept-Encoding")
-                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            _send_all(self.connection, [head, *parts] if send_body else [head])
-
-        def _not_allowed(self) -> None:
-            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-            self.send_header("Allow", "GET, HEAD")
-            self.send_header("Content-Length", "0")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http request", client=self.client_address[0], message=format % args)
-
-    return Handler

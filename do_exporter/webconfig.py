@@ -18,8 +18,8 @@ path, as in the toolkit.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
+import secrets
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ import yaml
 from .config import ConfigError
 
 WHERE = "--web.config.file/DO_EXPORTER_WEB_CONFIG_FILE"
+BCRYPT_MAX_PASSWORD = 72  # bytes of a password that bcrypt hashes
 _TLS_KEYS = {"cert_file", "key_file", "min_version", "client_auth_type", "client_ca_file"}
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 _CLIENT_AUTH = {
@@ -44,40 +45,58 @@ _CLIENT_AUTH = {
 class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
-    bcrypt is slow on purpose (tens of ms); a successful check is remembered (by a SHA-256
-    of the header and the hash, never the password itself) so scrapes stay fast.
+    - The scheme is matched case-insensitively (RFC 9110: ``basic`` is ``Basic``); a value
+      that is not base64 (non-ASCII included) is a failed check, never an error.
+    - An unknown user costs one bcrypt check too, against a hash of the same cost as the
+      configured ones, so the answer time does not tell which user names exist (as the
+      Prometheus exporter-toolkit does).
+    - bcrypt hashes only the first 72 bytes of a password (``htpasswd -B`` and older bcrypt
+      libraries drop the rest silently; bcrypt>=4.1 for Python refuses longer input). A
+      longer password is checked by its first 72 bytes, so it matches the hash those tools
+      made from it; anything after byte 72 is not checked, whatever tool made the hash.
+    - bcrypt is slow on purpose (tens of ms); a successful check is remembered (by a SHA-256
+      of the header and the hash, never the password itself) so scrapes stay fast.
     """
 
     def __init__(self, users: dict[str, bytes]) -> None:
-        self._users = users
+        self._users = {user.encode("utf-8"): hashed for user, hashed in users.items()}
+        cost = min(31, max([4, *(_cost(hashed) for hashed in users.values())]))
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
+        scheme, _, value = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":
             return False
         try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(value.strip().encode("latin-1"), validate=True)
+        except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
             return False
-        user, sep, password = decoded.partition(":")
-        hashed = self._users.get(user)
-        if not sep or hashed is None:
-            return False
-        key = hashlib.sha256(header.encode() + b"\0" + hashed).digest()
-        with self._lock:
-            if key in self._good:
-                return True
+        user, sep, password = decoded.partition(b":")
+        hashed = self._users.get(user) if sep else None
+        key = b""
+        if hashed is not None:
+            key = hashlib.sha256(decoded + b"\0" + hashed).digest()
+            with self._lock:
+                if key in self._good:
+                    return True
         try:
-            ok = bcrypt.checkpw(password.encode("utf-8"), hashed)
+            ok = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed or self._dummy)
         except ValueError:
             return False
-        if ok:
+        if ok and hashed is not None:
             with self._lock:
                 if len(self._good) > 1024:
                     self._good.clear()
                 self._good.add(key)
-        return ok
+        return ok and hashed is not None
+
+
+def _cost(hashed: bytes) -> int:
+    """The cost (log2 rounds) written in a bcrypt hash, ``$2b$10$...``; 0 if unreadable."""
+    parts = hashed.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() and len(parts[2]) == 2 else 0
 
 
 @dataclass(frozen=True)
@@ -162,7 +181,7 @@ def _auth(raw: Any) -> BasicAuth | None:
     for user, hashed in raw.items():
         if not isinstance(user, str) or ":" in user or not isinstance(hashed, str):
             raise ConfigError(f"{WHERE}: basic_auth_users entry {user!r} is not user: hash")
-        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or not 4 <= _cost(hashed.encode()) <= 31:
             raise ConfigError(f"{WHERE}: the password of {user!r} is not a bcrypt hash")
         users[user] = hashed.encode()
     return BasicAuth(users)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import ssl
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from do_exporter.server import CONTENT_TYPE_PLAIN_0_0_4, MetricsServer
+from do_exporter.server import CONTENT_TYPE_PLAIN_0_0_4, Limits, MetricsServer
 from do_exporter.webconfig import WebConfig
 from tests.test_webconfig import certs  # noqa: F401  (the module-scoped certificate fixture)
 
@@ -108,15 +109,15 @@ def test_parts_over_tls(certs: Path) -> None:  # noqa: F811
         srv.stop()
 
 
-def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The idle timeout bounds the whole answer, not each write: a client that reads 256 kB
+def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out() -> None:
+    """The answer timeout bounds the whole answer, not each write: a client that reads 256 kB
     every 20 ms (so no single write waits long; 64 MB would take ~5 s) is cut off after
     about the timeout."""
-    monkeypatch.setattr("do_exporter.server.IDLE_TIMEOUT", 1.0)
     body = b"x" * (64 << 20)
-    srv = MetricsServer("127.0.0.1", 0, metrics=lambda gz: body, ready=lambda: True)
+    srv = MetricsServer(
+        "127.0.0.1", 0, metrics=lambda gz: body, ready=lambda: True,
+        limits=Limits(answer_timeout=1.0),
+    )  # fmt: skip
     srv.start()
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as conn:
@@ -136,3 +137,156 @@ def test_a_slow_reader_is_cut_off_when_the_timeout_runs_out(
         srv.stop()
     assert received < len(body)
     assert elapsed < 3, f"still sending after {elapsed:.1f} s"
+
+
+def status_and_close(port: int, request: bytes, wait: float = 5.0) -> tuple[bytes, bytes, float]:
+    """Send ``request``; read until the server closes: (status line, all bytes, seconds)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as conn:
+        with contextlib.suppress(OSError):
+            conn.sendall(request)
+        data = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                data += chunk
+    return data.split(b"\r\n", 1)[0], data, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n", b"HTTP/1.1 505 HTTP Version Not Supported"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"HTTP/1.1 505 HTTP Version Not Supported"),
+        (b"GARBAGE\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTP/1.1 extra\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTX/1.1\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /metrics HTTP/1.1\r\n" + b"X-A: b\r\n" * 65 + b"\r\n", b"HTTP/1.1 431 "),
+        (b"GET /metrics HTTP/1.1\r\nX-A: " + b"b" * 17_000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"HTTP/1.1 414 "),
+    ],
+)
+def test_bad_heads_get_a_status_line_and_a_close(
+    server: MetricsServer, request_bytes: bytes, status: bytes
+) -> None:
+    """Malformed request lines, HTTP/2, folded or malformed headers and heads over the limits
+    get an HTTP/1.1 answer with a status line (not an HTML page, not silence), then the
+    server closes the connection; the server goes on serving."""
+    line, data, took = status_and_close(server.port, request_bytes)
+    assert line.startswith(status), data[:200]
+    assert b"\r\nConnection: close\r\n" in data
+    assert took < 4  # closed by the server, not by the client's timeout
+    assert requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2).status_code == 200
+
+
+def test_http09_is_answered_at_once(server: MetricsServer) -> None:
+    """``GET /healthz`` and a line end (HTTP/0.9, no blank line follows) gets the body alone,
+    at once, and the connection closed."""
+    _, data, took = status_and_close(server.port, b"GET /healthz\r\n")
+    assert data == b"ok\n"
+    assert took < 1
+
+
+def test_huge_head_is_refused_before_it_is_read(server: MetricsServer) -> None:
+    """A 6 MB head (98 headers of 64 kB, within what the stdlib accepted) gets 431 after at
+    most 16 KiB are buffered; the rest is drained, not kept."""
+    head = b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 64_000 + b"\r\n" * 1
+    line, _, took = status_and_close(server.port, head * 98 + b"\r\n")
+    assert line.startswith(b"HTTP/1.1 431")
+    assert took < 4
+
+
+def test_stalled_heads_do_not_keep_a_scrape_out_and_time_out_as_a_whole() -> None:
+    """300 connections trickling a head: a scrape still answers in well under a second; a
+    head that keeps trickling (a byte every 0.3 s, so no single wait is long) is answered
+    408 and closed when the head timeout (2 s here) runs out, counted from its connection."""
+    srv = MetricsServer(
+        "127.0.0.1", 0, metrics=parts, ready=lambda: True, limits=Limits(head_timeout=2.0)
+    )
+    srv.start()
+    stalled: list[socket.socket] = []
+    try:
+        trickler = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        connected = time.monotonic()
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost")
+            stalled.append(sock)
+        started = time.monotonic()
+        answer = requests.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=5)
+        assert answer.status_code == 200
+        assert time.monotonic() - started < 0.5
+        trickler.settimeout(0.01)
+        received = b""
+        while time.monotonic() - connected < 6 and not received:
+            with contextlib.suppress(OSError):
+                trickler.sendall(b"G")
+            with contextlib.suppress(TimeoutError):
+                received = trickler.recv(4096)
+            time.sleep(0.3)
+        assert received.startswith(b"HTTP/1.1 408 Request Timeout")
+        assert 1.9 < time.monotonic() - connected < 3.5
+        stalled[-1].settimeout(3)
+        assert stalled[-1].recv(4096).startswith(b"HTTP/1.1 408")
+    finally:
+        trickler.close()
+        for sock in stalled:
+            sock.close()
+        srv.stop()
+
+
+def test_the_oldest_waiting_connection_is_closed_at_the_cap() -> None:
+    """With ``max_waiting`` 20, 30 stalled connections: the 10 oldest are closed, the newest
+    stay, and a scrape (the newest of all) is served."""
+    srv = MetricsServer(
+        "127.0.0.1", 0, metrics=parts, ready=lambda: True, limits=Limits(max_waiting=20)
+    )
+    srv.start()
+    stalled = []
+    try:
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            sock.sendall(b"GET /")
+            stalled.append(sock)
+            time.sleep(0.005)  # accepted in this order
+        assert requests.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=2).status_code == 200
+        for sock in stalled[:10]:
+            sock.settimeout(2)
+            assert sock.recv(100) == b""  # closed by the server, without an answer
+        for sock in stalled[-15:]:
+            sock.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                sock.recv(100)
+    finally:
+        for sock in stalled:
+            sock.close()
+        srv.stop()
+
+
+def test_keep_alive_and_pipelined_requests() -> None:
+    """Two pipelined requests in one packet get two answers in order; HTTP/1.0 closes unless
+    it asks to keep alive."""
+    srv = MetricsServer("127.0.0.1", 0, metrics=lambda gz: b"up 1\n", ready=lambda: True)
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as conn:
+            conn.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            data = b""
+            while not data.endswith(b"up 1\n"):
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+            first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+            assert first.endswith(b"\r\n\r\nok\n") and second.endswith(b"\r\n\r\nup 1\n")
+        line, data, _ = status_and_close(srv.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert line == b"HTTP/1.1 200 OK" and data.endswith(b"\r\n\r\nok\n")
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as conn:
+            for _ in range(2):
+                conn.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                _, headers, body = read_response(conn)
+                assert body == b"ok\n" and headers["connection"] == "keep-alive"
+    finally:
+        srv.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import socket
 import ssl
@@ -16,8 +17,8 @@ import pytest
 import requests
 
 from do_exporter.config import ConfigError
-from do_exporter.server import MetricsServer
-from do_exporter.webconfig import WebConfig, load_web_config
+from do_exporter.server import Limits, MetricsServer
+from do_exporter.webconfig import BasicAuth, WebConfig, load_web_config
 from tests.test_cli import clean_env, free_port
 
 PASSWORD = "s3cret-scrape-pass"
@@ -257,3 +258,107 @@ def test_oversized_request_line_is_refused(serve) -> None:  # type: ignore[no-un
         answer = sock.recv(200)
     assert answer.startswith(b"HTTP/1.0 414") or answer.startswith(b"HTTP/1.1 414")
     assert requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2).status_code == 200
+
+
+def raw_get(port: int, authorization: bytes) -> bytes:
+    """The status line of a GET /metrics sent with this exact Authorization value."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + authorization + b"\r\n\r\n"
+        )
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_basic_auth_scheme_case_and_odd_values(tmp_path: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """The scheme is case-insensitive; non-ASCII, non-base64 or empty values get a 401 answer
+    (the connection is not dropped)."""
+    web = load_web_config(write(tmp_path, f"basic_auth_users:\n  prom: '{hashed()}'\n"))
+    server = serve(web)
+    token = base64.b64encode(f"prom:{PASSWORD}".encode())
+    for scheme in (b"Basic", b"basic", b"BASIC"):
+        assert raw_get(server.port, scheme + b" " + token) == b"HTTP/1.1 200 OK"
+    for value in (
+        "Basic ñandú".encode("latin-1"),
+        "Basic ñandú".encode(),
+        b"Basic \xff\xfe",
+        b"Basic",
+        b"Bearer " + token,
+        b"Basic " + base64.b64encode(f"prom:{PASSWORD}".encode("utf-16")),
+    ):
+        assert raw_get(server.port, value) == b"HTTP/1.1 401 Unauthorized", value
+
+
+def test_unknown_user_costs_as_much_as_a_wrong_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both cost one bcrypt check at the configured cost (no user enumeration by timing)."""
+    auth = BasicAuth({"prom": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=8))})
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(password: bytes, hashed_password: bytes) -> bool:
+        calls.append(hashed_password[:7])
+        return real(password, hashed_password)
+
+    def header(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def fastest(value: str) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert not auth.check(value)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    assert not auth.check(header("nobody", PASSWORD))
+    assert not auth.check(header("prom", "wrong"))
+    assert calls == [b"$2b$08$", b"$2b$08$"]  # the dummy hash has the users' cost
+    unknown, wrong = fastest(header("nobody", "x")), fastest(header("prom", "x"))
+    assert unknown > 0.5 * wrong, (unknown, wrong)
+
+
+def test_passwords_longer_than_72_bytes_are_checked_as_bcrypt_hashes_them() -> None:
+    """bcrypt hashes the first 72 bytes: a long password matches the hash that htpasswd or an
+    older bcrypt made from it (from its first 72 bytes), instead of being always refused."""
+    long_password = "p" * 70 + "ü" + "tail beyond byte 72"  # 'ü' straddles byte 72
+    first_72 = long_password.encode()[:72]
+    auth = BasicAuth({"prom": bcrypt.hashpw(first_72, bcrypt.gensalt(rounds=4))})
+
+    def check(password: bytes) -> bool:
+        return auth.check("Basic " + base64.b64encode(b"prom:" + password).decode())
+
+    assert check(long_password.encode())
+    assert check(first_72)
+    assert not check(first_72[:71])
+    assert not check(b"q" + long_password.encode()[1:])
+
+
+def test_tls_keep_alive_pipelining_and_a_stalled_head(certs: Path) -> None:
+    """Over TLS: two pipelined requests in one record get two answers on one connection, and
+    a TLS client that stalls mid-head is answered 408 at the head timeout."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs / "server.crt", certs / "server.key")
+    server = MetricsServer(
+        "127.0.0.1", 0, metrics=lambda gz: b"up 1\n", ready=lambda: True,
+        web=WebConfig(tls=tls), limits=Limits(head_timeout=1.0),
+    )  # fmt: skip
+    server.start()
+    client = ssl.create_default_context(cafile=str(certs / "server.crt"))
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
+            data = b""
+            while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"up 1\n"):
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.index(b"ok\n") < data.index(b"up 1\n")
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with client.wrap_socket(raw, server_hostname="localhost") as stalled:
+            started = time.monotonic()
+            stalled.sendall(b"GET /metrics HTTP/1.1\r\nHo")
+            assert stalled.recv(4096).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - started < 2.5
+    finally:
+        server.stop()
