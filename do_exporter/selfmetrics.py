@@ -18,7 +18,7 @@ from . import __version__
 from .cloudflare import INVALID_RESPONSE, TRANSPORT
 from .collector import SELF
 
-ENDPOINTS = ("accounts", "namespaces", "objects")
+ENDPOINTS = ("accounts", "namespaces", "objects", "verify")
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
