@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .cloudflare import INVALID_RESPONSE, TRANSPORT
 from .collector import SELF
+from .tokenhealth import TokenHealthMetrics
 
 ENDPOINTS = ("accounts", "namespaces", "objects", "verify")
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -66,6 +67,8 @@ class ExporterMetrics(Collector):
                 self.errors.labels(endpoint, code)
         self._remaining: int | None = None
         self._lock = threading.Lock()
+        # Each credential's token status and expiry, set by Exporter.verify_tokens().
+        self.token_health = TokenHealthMetrics()
 
     # -- RequestObserver ------------------------------------------------------------------
 
@@ -99,8 +102,10 @@ class ExporterMetrics(Collector):
             if self._remaining is not None:
                 remaining.add_metric([], float(self._remaining))
         yield remaining
+        yield from self.token_health.collect()
 
     def describe(self) -> Iterator[Metric]:
         for metric in (self.requests, self.duration, self.errors, self.truncated, self.build):
             yield from metric.describe()
         yield GaugeMetricFamily(f"{SELF}_api_ratelimit_remaining", "")
+        yield from self.token_health.describe()
