@@ -23,14 +23,16 @@ from prometheus_client.exposition import generate_latest
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .cloudflare import CloudflareClient
-from .config import RATE_LIMIT_WINDOW, Config, Secret, TokenFile
+from .check import describe_error
+from .cloudflare import CloudflareAPIError, CloudflareClient
+from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
 from .model import Snapshot
 from .poller import Poller
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
 from .store import SnapshotStore
+from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
 from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.app")
@@ -129,6 +131,61 @@ class Exporter:
                 interval_seconds=interval,
             )
 
+    # -- token health ---------------------------------------------------------------------
+
+    def verify_tokens(self, *, capabilities: bool = False) -> list[TokenHealth]:
+        """Verify every credential's token: update the token metrics, log one line per
+        problem, never raise (the daemon keeps serving what works).
+
+        With ``capabilities`` (at start-up) also read one namespace page of each configured
+        account, so a missing Workers Scripts Read shows before the first poll ends.
+        Objects are not read; analytics permissions are the poller's to report.
+        """
+        targets = [
+            (
+                c.name,
+                CloudflareClient(
+                    self.session,
+                    self.config.api_url,
+                    c.token,
+                    limiter=self.limiter,
+                    timeout=self.config.api_timeout,
+                    observer=self.metrics,
+                    cancel=self.cancel,
+                ),
+                c.account_ids,
+            )
+            for c in self.config.credentials
+        ] or [(DEFAULT_CREDENTIAL, self.client, self.poller.account_ids)]
+        states: list[TokenHealth] = []
+        for name, client, account_ids in targets:
+            try:
+                previous = self.metrics.token_health.get(name)
+                health = verify_credential(client, name, account_ids, previous)
+                self.metrics.token_health.update(health)
+                states.append(health)
+                text = problem(health, time.time())
+                if text is not None:
+                    bad = health.status in ("invalid", "disabled", "expired")
+                    (log.error if bad else log.warning)(text, credential=name)
+                if not capabilities or health.status != "active":
+                    continue
+                for account_id in account_ids:
+                    try:
+                        client.probe_namespaces(account_id)
+                    except CloudflareAPIError as exc:
+                        outcome, detail = describe_error(exc)
+                        log.error(
+                            f"the token cannot list this account's namespaces: {outcome} {detail}",
+                            credential=name,
+                            account_id=account_id,
+                        )
+            except Cancelled:
+                return states
+            except Exception:  # a bug here must not stop the exporter or the schedule
+                log.exception("verifying the API token failed", credential=name)
+        return states
+
     # -- serving --------------------------------------------------------------------------
 
     def exposition(self, compressed: bool = False) -> bytes:
@@ -200,6 +257,22 @@ class Exporter:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
+        )
+        # Token health: verified at start (with one namespace page per account), then hourly,
+        # in its own thread so that a long poll does not delay it.
+        scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "verify")
+        scheduler.add_job(
+            self.verify_tokens, kwargs={"capabilities": True}, id="verify-start", executor="verify"
+        )
+        scheduler.add_job(
+            self.verify_tokens,
+            trigger="interval",
+            hours=VERIFY_EVERY_HOURS,
+            id="verify",
+            name="verify the API tokens",
+            executor="verify",
+            max_instances=1,
+            coalesce=True,
         )
         server.start()
         self.port = server.port
