@@ -20,7 +20,8 @@ P = "cloudflare_durable_objects_"
 E = P + "exporter_"
 
 # DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
-# `label_values_truncated_total` are later additions (README changelog).
+# `label_values_truncated_total` are later additions, and the token health pair (README
+# changelog).
 CONTRACT: dict[str, frozenset[str]] = {
     P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
     P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
@@ -41,13 +42,21 @@ CONTRACT: dict[str, frozenset[str]] = {
     E + "build_info": frozenset({"version"}),
     E + "full_refresh_seconds": frozenset(),
     E + "label_values_truncated_total": frozenset(),
+    E + "token_expiry_timestamp_seconds": frozenset({"credential"}),
+    E + "token_status": frozenset({"credential", "status"}),
 }
 HISTOGRAMS = {E + "api_request_duration_seconds"}
 # Series Prometheus makes itself, which the rules and dashboard may use too.
 PROMETHEUS_SERIES = {"up"}
 # Metrics that may be missing from a healthy exporter's output (not every version or API
 # answer produces them).
-OPTIONAL = {E + "full_refresh_seconds", E + "api_ratelimit_remaining"}
+OPTIONAL = {
+    E + "full_refresh_seconds",
+    E + "api_ratelimit_remaining",
+    # Verified by the daemon at start-up and hourly, never by --once.
+    E + "token_expiry_timestamp_seconds",
+    E + "token_status",
+}
 
 _KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
