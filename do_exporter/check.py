@@ -217,9 +217,9 @@ def render(report: CredentialReport, *, interval: float, now: float) -> str:
             )
             lines.append(
                 f"           ({plan.account_lists} account list + {plan.namespace_lists} namespace "
-                f"list + {_plural(plan.namespaces, 'namespace')} x 1 objects page; each "
-                f"namespace costs 1 request per {OBJECTS_PER_PAGE:,} objects)"
+                f"list + 1 objects page per namespace x {plan.namespaces};"
             )
+            lines.append(f"           a namespace costs 1 more per {OBJECTS_PER_PAGE:,} objects)")
     return "\n".join(lines)
 
 
