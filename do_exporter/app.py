@@ -247,6 +247,11 @@ class Exporter:
             timezone=UTC,
         )
         scheduler.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+        # At start, the tokens (and one namespace page per account) are verified just before
+        # the first poll, in the poll's own thread: the two never overlap.
+        scheduler.add_job(
+            self.verify_tokens, kwargs={"capabilities": True}, id="verify-start", max_instances=1
+        )
         scheduler.add_job(
             self._poll_job,
             trigger="interval",
@@ -258,12 +263,8 @@ class Exporter:
             coalesce=True,
             misfire_grace_time=None,
         )
-        # Token health: verified at start (with one namespace page per account), then hourly,
-        # in its own thread so that a long poll does not delay it.
+        # Token health, hourly, in its own thread so that a long poll does not delay it.
         scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "verify")
-        scheduler.add_job(
-            self.verify_tokens, kwargs={"capabilities": True}, id="verify-start", executor="verify"
-        )
         scheduler.add_job(
             self.verify_tokens,
             trigger="interval",
