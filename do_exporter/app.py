@@ -22,7 +22,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .cloudflare import CloudflareClient
+from .check import describe_error
+from .cloudflare import CloudflareAPIError, CloudflareClient
 from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
 from .model import Snapshot
 from .planner import AnalyticsPlan, Credential
@@ -31,6 +32,7 @@ from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
 from .store import SnapshotStore
+from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
 from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.app")
@@ -135,6 +137,7 @@ class Exporter:
             self.metrics.add_budget(t.name, limiter)
             self.limiters[t.name] = limiter
             sources.append(Source(credential, client, limiter))
+        self.sources = tuple(sources)
         self.limiter = sources[0].limiter
         self.client = sources[0].client
         self.poller = Poller(
@@ -182,6 +185,46 @@ class Exporter:
                 duration_seconds=round(took, 3),
                 interval_seconds=interval,
             )
+
+    # -- token health ---------------------------------------------------------------------
+
+    def verify_tokens(self, *, capabilities: bool = False) -> list[TokenHealth]:
+        """Verify every credential's token: update the token metrics, log one line per
+        problem, never raise (the daemon keeps serving what works).
+
+        With ``capabilities`` (at start-up) also read one namespace page of each configured
+        account, so a missing Workers Scripts Read shows before the first poll ends.
+        Objects are not read; analytics permissions are the poller's to report.
+        """
+        targets = [(s.credential.name, s.client, s.credential.account_ids) for s in self.sources]
+        states: list[TokenHealth] = []
+        for name, client, account_ids in targets:
+            try:
+                previous = self.metrics.token_health.get(name)
+                health = verify_credential(client, name, account_ids, previous)
+                self.metrics.token_health.update(health)
+                states.append(health)
+                text = problem(health, time.time())
+                if text is not None:
+                    bad = health.status in ("invalid", "disabled", "expired")
+                    (log.error if bad else log.warning)(text, credential=name)
+                if not capabilities or health.status != "active":
+                    continue
+                for account_id in account_ids:
+                    try:
+                        client.probe_namespaces(account_id)
+                    except CloudflareAPIError as exc:
+                        outcome, detail = describe_error(exc)
+                        log.error(
+                            f"the token cannot list this account's namespaces: {outcome} {detail}",
+                            credential=name,
+                            account_id=account_id,
+                        )
+            except Cancelled:
+                return states
+            except Exception:  # a bug here must not stop the exporter or the schedule
+                log.exception("verifying the API token failed", credential=name)
+        return states
 
     # -- serving --------------------------------------------------------------------------
 
@@ -246,6 +289,11 @@ class Exporter:
             timezone=UTC,
         )
         scheduler.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
+        # At start, the tokens (and one namespace page per account) are verified just before
+        # the first poll, in the poll's own thread: the two never overlap.
+        scheduler.add_job(
+            self.verify_tokens, kwargs={"capabilities": True}, id="verify-start", max_instances=1
+        )
         scheduler.add_job(
             self._poll_job,
             trigger="interval",
@@ -256,6 +304,18 @@ class Exporter:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
+        )
+        # Token health, hourly, in its own thread so that a long poll does not delay it.
+        scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "verify")
+        scheduler.add_job(
+            self.verify_tokens,
+            trigger="interval",
+            hours=VERIFY_EVERY_HOURS,
+            id="verify",
+            name="verify the API tokens",
+            executor="verify",
+            max_instances=1,
+            coalesce=True,
         )
         server.start()
         self.port = server.port

@@ -15,6 +15,7 @@ import structlog
 
 from . import __version__
 from .app import Exporter, StartupError, Target, targets_from
+from .check import demo_credential, run_check
 from .config import (
     DEFAULT_ANALYTICS_DELAY,
     DEFAULT_API_RESERVE,
@@ -48,12 +49,13 @@ examples:
   {PROG} --api-token-file /run/secrets/cf-token   every account the token can read
   {PROG} --account-id 0123456789abcdef0123456789abcdef --interval 120
   {PROG} --once --demo                            poll once, print the metrics, exit
+  {PROG} --check --api-token-file /run/secrets/cf-token   is the token right? (exit 0/1/2)
   {PROG} --config.file /etc/do-exporter/config.yml  several tokens (see the README)
 
 The token needs "Workers Scripts Read" on the accounts to export (Account > Workers
 Scripts > Read). A token file is re-read when it changes (checked every 30 s) and on
 SIGHUP. Endpoints: /metrics, /healthz, /readyz, /. Exit status: 0 ok, 1 --once poll
-incomplete, 2 bad configuration, 130 --once interrupted."""
+incomplete or --check found something missing, 2 bad configuration, 130 --once interrupted."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "namespace was read, else 1",
     )
     run.add_argument(
+        "--check",
+        action="store_true",
+        help="verify each token and try each permission once per account, print a table "
+        "and exit: 0 if everything works, 1 if something is missing, 2 for bad configuration",
+    )
+    run.add_argument(
         "--demo",
         action="store_true",
         help="run against the built-in Cloudflare API simulator (no account or token needed)",
@@ -202,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str] | None) -> RawOptions:
-    ns = build_parser().parse_args(argv)
+    return _options(build_parser().parse_args(argv))
+
+
+def _options(ns: argparse.Namespace) -> RawOptions:
     return RawOptions(
         api_token=ns.api_token,
         api_token_file=ns.api_token_file,
@@ -235,18 +246,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    raw = parse_options(argv)
+    ns = build_parser().parse_args(argv)
+    if ns.check and ns.once:
+        print(f"{PROG}: error: --check and --once: give only one of them", file=sys.stderr)
+        return 2
+    raw = _options(ns)
     try:
         config = build_config(raw, os.environ, stderr_is_tty=sys.stderr.isatty())
         web = load_web_config(config.web_config_file) if config.web_config_file else None
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    # --check prints its findings as a table: its logs are for errors unless asked for.
+    quiet = ns.check and raw.log_level is None and not os.environ.get("DO_EXPORTER_LOG_LEVEL")
     configure(
-        level=config.log_level,
+        level="error" if quiet else config.log_level,
         fmt=config.log_format,
         secrets=[credential.token for credential in config.credentials],
     )
+    if ns.check:
+        return _check(config)
     simulator = None
     if config.demo:
         from .simulator import Simulator, demo_scenario
@@ -271,6 +290,20 @@ def _main(argv: Sequence[str] | None) -> int:
     finally:
         if simulator is not None:
             simulator.stop()
+
+
+def _check(config: Config) -> int:
+    if not config.demo:
+        return run_check(config, sys.stdout)
+    from .simulator import Simulator, demo_scenario
+
+    with Simulator(demo_scenario(), host="127.0.0.1", port=0) as simulator:
+        return run_check(
+            config,
+            sys.stdout,
+            credentials=[demo_credential(simulator.token)],
+            api_url=simulator.api_url,
+        )
 
 
 def _once(exporter: Exporter) -> int:

@@ -19,8 +19,9 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeGuard, TypeVar
 
 import msgspec
@@ -361,6 +362,85 @@ def parse_objects_page(status: int, body: bytes, cf_ray: str | None = None) -> O
     return ObjectsPage(len(page.result), with_data, cursor)
 
 
+# What the verify endpoints say a token is. "invalid": neither endpoint knows it (revoked,
+# mistyped, or an account-owned token checked without its account).
+TOKEN_STATUSES = ("active", "disabled", "expired")
+INVALID_TOKEN = "invalid"
+USER_OWNED = "user"
+ACCOUNT_OWNED = "account"
+OBJECTS_PROBE_LIMIT = 10  # the API's smallest objects page
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStatus:
+    """What ``GET /user/tokens/verify`` (or the account one) said about the token.
+
+    ``status``: one of :data:`TOKEN_STATUSES`, or :data:`INVALID_TOKEN`. ``owner``: which
+    endpoint answered (:data:`USER_OWNED`, :data:`ACCOUNT_OWNED`; None when invalid);
+    ``account_id``: the account of an account-owned token. ``expires_at`` and
+    ``not_before`` are Unix times, None when the token has none. Never holds the token.
+    """
+
+    status: str
+    owner: str | None = None
+    expires_at: float | None = None
+    not_before: float | None = None
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceProbe:
+    """One ``per_page=1`` page of an account's namespaces: how many there are (None when
+    the API does not say) and the first one (None when there is none)."""
+
+    total: int | None
+    first: Namespace | None
+
+
+def parse_iso_time(value: object) -> float | None:
+    """Unix time of an ISO 8601 text with a zone (``2031-01-01T00:00:00Z``), else None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
+
+
+def parse_token_status(
+    status: int,
+    body: bytes,
+    cf_ray: str | None = None,
+    *,
+    owner: str = USER_OWNED,
+    account_id: str | None = None,
+) -> TokenStatus:
+    """A verify endpoint's answer: ``result {id, status, expires_on?, not_before?}``."""
+    env = parse_envelope("verify", status, body, cf_ray)
+    result = env.result if isinstance(env.result, dict) else {}
+    state = result.get("status")
+    times = {key: parse_iso_time(result.get(key)) for key in ("expires_on", "not_before")}
+    bad = [key for key, at in times.items() if result.get(key) is not None and at is None]
+    if state not in TOKEN_STATUSES or bad:
+        what = f"{bad[0]} is not an ISO 8601 time" if bad else "result.status is unknown"
+        raise CloudflareAPIError(
+            what, endpoint="verify", kind=INVALID_RESPONSE, status=status, cf_ray=cf_ray
+        )
+    return TokenStatus(
+        status=str(state),
+        owner=owner,
+        expires_at=times["expires_on"],
+        not_before=times["not_before"],
+        account_id=account_id,
+    )
+
+
+def _wrong_kind(error: CloudflareAPIError) -> bool:
+    """A verify endpoint's "not a token of mine" (HTTP 401 or code 1000)."""
+    return error.kind == "api" and (error.status == 401 or 1000 in error.codes)
+
+
 _RATELIMIT_R = re.compile(r"(?:^|[;,\s])r=([0-9]+)")
 _RATELIMIT_T = re.compile(r"(?:^|[;,\s])t=([0-9]+)")
 # ASCII digits only (str.isdigit() also takes a Latin-1 "²", which int() refuses), and at
@@ -592,6 +672,71 @@ class CloudflareClient:
                 self._fail_walk("objects", f"more than {limit} pages (walk guard)", context)
             seen.add(digest)
             cursor = page.cursor
+
+    def verify_token(
+        self, account_ids: Sequence[str] = (), *, owner: str | None = None
+    ) -> TokenStatus:
+        """What the API says the token is: its status, owner and expiry (one or more
+        ``verify`` requests; verify checks no permission).
+
+        ``GET /user/tokens/verify`` first; it answers an account-owned token with HTTP 401 /
+        code 1000, so then ``GET /accounts/{id}/tokens/verify`` for each of ``account_ids``
+        until one knows it. ``owner=ACCOUNT_OWNED`` (known from an earlier answer) tries the
+        account endpoints first. ``status`` is :data:`INVALID_TOKEN` when none knows it.
+        Raises :class:`CloudflareAPIError` when an endpoint fails otherwise.
+        """
+        user: list[tuple[str, dict[str, str], str | None]] = [("/user/tokens/verify", {}, None)]
+        accounts: list[tuple[str, dict[str, str], str | None]] = [
+            (f"/accounts/{a}/tokens/verify", {"account_id": a}, a)
+            for a in dict.fromkeys(account_ids)
+            if is_api_id(a)
+        ]
+        order = accounts + user if owner == ACCOUNT_OWNED else user + accounts
+        for path, context, account_id in order:
+            kind = USER_OWNED if account_id is None else ACCOUNT_OWNED
+
+            def parse(
+                status: int,
+                body: bytes,
+                cf_ray: str | None,
+                kind: str = kind,
+                a: str | None = account_id,
+            ) -> TokenStatus:
+                return parse_token_status(status, body, cf_ray, owner=kind, account_id=a)
+
+            try:
+                return self._request("verify", path, {}, context, parse, Lane.CONTROL)
+            except CloudflareAPIError as exc:
+                if not _wrong_kind(exc):
+                    raise
+        return TokenStatus(INVALID_TOKEN)
+
+    def probe_namespaces(self, account_id: str) -> NamespaceProbe:
+        """One request: the first page of an account's namespaces with ``per_page=1``
+        (whether the token may list them, how many there are, one to probe objects with)."""
+        context = {"account_id": account_id}
+        path = f"/accounts/{self._path_id('namespaces', account_id, context)}"
+        path += "/workers/durable_objects/namespaces"
+        params = {"page": 1, "per_page": 1}
+        parse = _list_parser("namespaces")
+        env, items = self._request("namespaces", path, params, context, parse, Lane.CONTROL)
+        info = env.result_info or {}
+        total = _int(info.get("total_count"))
+        if total is None and _int(info.get("per_page")) == 1:
+            total = _int(info.get("total_pages"))
+        found = (parse_namespace(item, self._observer.label_truncated) for item in items)
+        return NamespaceProbe(total, next((n for n in found if n is not None), None))
+
+    def probe_objects(self, account_id: str, namespace_id: str) -> ObjectsPage:
+        """One request: the smallest first page of a namespace's objects."""
+        context = {"account_id": account_id, "namespace_id": namespace_id}
+        path = (
+            f"/accounts/{self._path_id('objects', account_id, context)}"
+            "/workers/durable_objects/namespaces/"
+            f"{self._path_id('objects', namespace_id, context)}/objects"
+        )
+        params = {"limit": OBJECTS_PROBE_LIMIT}
+        return self._request("objects", path, params, context, parse_objects_page, Lane.CONTROL)
 
     def graphql(self, account_id: str, body: Mapping[str, Any]) -> AccountUsage | AnalyticsError:
         """One ``POST /graphql`` page of an account's usage (see :mod:`do_exporter.analytics`).

@@ -25,8 +25,9 @@ from . import __version__
 from .cloudflare import INVALID_RESPONSE, TRANSPORT, RequestObserver
 from .collector import SELF
 from .ratelimit import RateLimiter
+from .tokenhealth import TokenHealthMetrics
 
-ENDPOINTS = ("accounts", "namespaces", "objects", "graphql")
+ENDPOINTS = ("accounts", "namespaces", "objects", "graphql", "verify")
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RENDER_EVERY = 1.0  # seconds a rendered exposition of these metrics is served again
 
@@ -82,6 +83,8 @@ class ExporterMetrics(Collector):
         self._remaining: dict[str, int] = {}
         self._budgets: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
+        # Each credential's token status and expiry, set by Exporter.verify_tokens().
+        self.token_health = TokenHealthMetrics()
 
     def add_budget(self, credential: str, limiter: RateLimiter) -> None:
         """Report on one credential's budget (its reserve waits) under its name."""
@@ -143,6 +146,7 @@ class ExporterMetrics(Collector):
                 waited.add_metric([credential], limiter.reserve_held_seconds())
         yield remaining
         yield waited
+        yield from self.token_health.collect()
 
     @staticmethod
     def _budget_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
@@ -164,6 +168,7 @@ class ExporterMetrics(Collector):
         for metric in (self.requests, self.duration, self.errors, self.truncated, self.build):
             yield from metric.describe()
         yield from self._budget_families()
+        yield from self.token_health.describe()
 
 
 class _CredentialObserver:

@@ -132,6 +132,15 @@ def test_usage_alerts_respect_the_analytics_cadence() -> None:
             assert minutes >= 15, rule["alert"]
 
 
+def test_token_alerts_are_there() -> None:
+    """Issue 11: a token expiring within 14 days, and one invalid, disabled or expired."""
+    exprs = {rule["alert"]: rule["expr"] for rule in rules()}
+    expiring = exprs["DurableObjectsExporterTokenExpiringSoon"]
+    assert "token_expiry_timestamp_seconds - time() < 14 * 86400" in expiring
+    invalid = exprs["DurableObjectsExporterTokenInvalid"]
+    assert 'token_status{status=~"invalid|disabled|expired"} == 1' in invalid
+
+
 def test_readme_has_a_runbook_section_per_alert() -> None:
     """README.md has a heading per alert whose anchor is the runbook URL's."""
     anchors = heading_anchors(DOCS.read_text())

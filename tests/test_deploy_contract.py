@@ -21,8 +21,9 @@ E = P + "exporter_"
 
 # DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
 # `label_values_truncated_total`, `api_reserve_wait_seconds_total` and the `credential` label
-# are later additions (README changelog). The usage analytics families (issue 9) are at the
-# end: names and label sets exactly as `do_exporter.analytics.families()` emits them.
+# are later additions, and so is the token health pair (README changelog). The usage
+# analytics families (issue 9) are at the end: names and label sets exactly as
+# `do_exporter.analytics.families()` emits them.
 _NS = frozenset({"account_id", "namespace_id", "namespace_name"})
 _ANALYTICS_COUNTERS = (
     "requests", "errors", "wall_time_seconds", "response_body_bytes", "cpu_time_seconds",
@@ -61,13 +62,21 @@ CONTRACT: dict[str, frozenset[str]] = {
     E + "analytics_last_success_timestamp_seconds": frozenset({"account_id"}),
     E + "analytics_queries_total": frozenset({"account_id", "result"}),
     E + "analytics_skipped_seconds_total": frozenset({"account_id"}),
+    E + "token_expiry_timestamp_seconds": frozenset({"credential"}),
+    E + "token_status": frozenset({"credential", "status"}),
 }
 HISTOGRAMS = {E + "api_request_duration_seconds"}
 # Series Prometheus makes itself, which the rules and dashboard may use too.
 PROMETHEUS_SERIES = {"up"}
 # Metrics that may be missing from a healthy exporter's output (not every version or API
 # answer produces them).
-OPTIONAL = {E + "full_refresh_seconds", E + "api_ratelimit_remaining"}
+OPTIONAL = {
+    E + "full_refresh_seconds",
+    E + "api_ratelimit_remaining",
+    # Verified by the daemon at start-up and hourly, never by --once.
+    E + "token_expiry_timestamp_seconds",
+    E + "token_status",
+}
 
 _KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",

@@ -65,7 +65,13 @@ TEST_FOR = "2s"
 
 # Queries that may rightly return nothing on a healthy, unthrottled stack: no 429 and no
 # failed request happened, and `full_refresh_seconds` is optional in the contract.
-MAY_BE_EMPTY = ('code="429"', 'code!~"2..', "exporter_full_refresh_seconds")
+# Absent when healthy: no 429, no failure, one refresh so far, a token that never expires.
+MAY_BE_EMPTY = (
+    'code="429"',
+    'code!~"2..',
+    "exporter_full_refresh_seconds",
+    "exporter_token_expiry_timestamp_seconds",
+)
 
 
 def scenario() -> Scenario:
