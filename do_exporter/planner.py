@@ -260,28 +260,29 @@ class CountPlan:
         return CountOrder(priority=priority, max_pages=walk_page_limit(objects), fresh_pages=fresh)
 
     def fresh_pages(self, credential: str) -> int | None:
-        """Most pages one walk reads in the ``FRESH`` lane (None: no budget to plan for)."""
+        """Most pages one walk reads in the ``FRESH`` lane (None: no budget to plan for):
+        half of what one interval (at most one rate-limit window) allows."""
         c = self._credentials.get(credential)
         if c is None or c.budget_per_poll is None:
             return None
-        return max(1, math.floor(c.budget_per_poll * FRESH_SHARE))
+        per_window = c.budget_per_poll * c.window_polls
+        return max(1, math.floor(min(c.budget_per_poll, per_window) * FRESH_SHARE))
 
     def bulk_limit(self, credential: str, window_budget: int) -> int:
         """Most ``BULK`` pages in any window: what the cheap namespaces and lists leave.
 
         What they need in every interval of the window is kept for them (with a margin, at
         most ``FRESH_SHARE`` of the window), and so is the ``FRESH`` allowance of one walk of
-        a namespace not counted before.
+        a namespace not counted before; long walks always keep at least the other half.
         """
         c = self._credentials.get(credential)
         fresh = self.fresh_pages(credential)
         if c is None or c.budget_per_poll is None or fresh is None:
             return window_budget
         kept = self.cheap_requests.get(credential, 0) * max(1.0, c.window_polls) * RESERVE_MARGIN
-        # An interval far shorter than the window (lists alone would claim it all) still
-        # leaves long walks half of it.
         kept = min(kept, window_budget * FRESH_SHARE)
-        return max(1, min(window_budget, window_budget - math.ceil(kept) - fresh))
+        floor = math.ceil(window_budget * (1 - FRESH_SHARE))
+        return max(floor, min(window_budget, window_budget - math.ceil(kept) - fresh))
 
 
 def lane_for(pages_read: int, fresh_pages: int | None) -> Lane:
@@ -368,7 +369,8 @@ def next_analytics(
             denied = result is not None and result.permission_denied
             state = record_failure(state, result, denied=denied)
     if state is not None and namespace_ids is not None:
-        state = forget(state, [ns for ns in state.counters if ns not in namespace_ids])
+        known = {*state.counters, *state.websockets, *state.stored_bytes}
+        state = forget(state, [ns for ns in known if ns not in namespace_ids])
     return state
 
 
@@ -388,6 +390,8 @@ class Gathered:
     deferred: frozenset[str] = frozenset()  # credentials whose plan binds (counts may wait)
     finished_at: float = 0.0
     finished_all: bool = True  # every task of the poll ended before its deadline
+    # due counts that must start even when the plan binds (the cheap ones, new ones)
+    must_start: frozenset[Key] = frozenset()
     # account -> the window asked for and its answer (None: no answer by the deadline)
     analytics: Mapping[str, tuple[Window, AnalyticsAnswer | None]] = field(
         default_factory=lambda: MappingProxyType({})
@@ -432,7 +436,23 @@ def publish(
             continue  # its credential is no longer configured
         answer = gathered.discovered.get(cred)
         if answer is not None and account_id not in answer and account_id not in c.account_ids:
-            continue  # a complete GET /accounts answer without it: the account is gone
+            # Its credential's complete answer lacks it: another credential that reaches it
+            # takes it over (series and analytics kept); else the account is gone.
+            other = next(
+                (
+                    o.name
+                    for o in credentials
+                    if o.name != cred
+                    and (
+                        account_id in o.account_ids
+                        or account_id in gathered.discovered.get(o.name, ())
+                    )
+                ),
+                None,
+            )
+            if other is None:
+                continue
+            cred = other
         keep_order.setdefault(account_id, cred)
 
     consumed: set[Key] = set()
@@ -475,7 +495,9 @@ def publish(
                         # No series at all for that long: say so (an endless cursor on a
                         # new namespace, or a first walk far beyond the budget).
                         stalled = True
-                elif ns.id in due and cred not in gathered.deferred:
+                elif ns.id in due and (
+                    cred not in gathered.deferred or (account_id, ns.id) in gathered.must_start
+                ):
                     stalled = True  # due, never started, and not deferred on purpose
         if stalled:
             stalled_accounts.append(account_id)

@@ -54,6 +54,7 @@ log = structlog.get_logger("do_exporter.poller")
 NAMESPACE_NOT_FOUND = 10066  # Cloudflare's code for an unknown namespace id (HTTP 404)
 MIN_WORKERS = 4
 CONTROL_WORKERS = 4  # threads for discovery and namespace lists, apart from the walks
+BULK_WORKERS = 4  # threads for walks that queue in the BULK lane from their first page
 RATE_WINDOW = 300.0
 
 __all__ = ["Poller", "Source", "estimated_pages"]
@@ -172,6 +173,7 @@ class _PollState:
     lists: dict[str, tuple[Namespace, ...] | None] = field(default_factory=dict)
     listed_at: dict[str, float] = field(default_factory=dict)
     due: dict[str, frozenset[str]] = field(default_factory=dict)
+    must_start: set[Key] = field(default_factory=set)
     analytics: dict[str, tuple[Window, AnalyticsAnswer | None]] = field(default_factory=dict)
 
 
@@ -223,6 +225,11 @@ class Poller:
         self._clock = clock
         self._walk_pool = _Pool(self._cancel, "poll-worker")
         self._control_pool = _Pool(self._cancel, "poll-control", CONTROL_WORKERS)
+        # Usage queries apart from lists: a GraphQL 429 pause never holds up a list.
+        self._analytics_pool = _Pool(self._cancel, "poll-analytics", CONTROL_WORKERS)
+        # Walks whose every page waits in the BULK lane, apart from the walk pool: threads
+        # sleeping for the bulk share never keep the cheap counts of a later poll waiting.
+        self._bulk_pool = _Pool(self._cancel, "poll-bulk", BULK_WORKERS)
         self._lock = threading.Lock()
         self._walks: dict[Key, WalkState] = {}
         self._finished: dict[Key, Outcome] = {}
@@ -308,6 +315,7 @@ class Poller:
                 listed_at=dict(state.listed_at),
                 due=dict(state.due),
                 analytics=dict(state.analytics),
+                must_start=frozenset(state.must_start),
                 deferred=frozenset(n for n, binds in plan.binding.items() if binds),
                 finished_at=self._clock(),
                 finished_all=finished_all,
@@ -404,7 +412,7 @@ class Poller:
                 before, self._clock(), self._analytics, self._denied.get(account_id)
             )
         if window is not None:
-            self._control_pool.submit(
+            self._analytics_pool.submit(
                 run, self._analytics_task(account_id, cred, window, state, run)
             )
 
@@ -505,7 +513,11 @@ class Poller:
                 state.due[account_id] = frozenset(ns.id for ns in due)
             for ns in due:
                 order = plan.order(cred, (account_id, ns.id))
-                self._walk_pool.submit(
+                if order.fresh_pages != 0:
+                    with self._lock:
+                        state.must_start.add((account_id, ns.id))
+                pool = self._bulk_pool if order.fresh_pages == 0 else self._walk_pool
+                pool.submit(
                     run,
                     self._count_task(account_id, ns.id, cred, order, state, run),
                     order.priority,

@@ -141,3 +141,21 @@ def test_a_namespace_gone_from_the_inventory_loses_its_usage_series(
     snap = poller.poll(snap)
     assert NS2 not in snap.analytics[ACCOUNT_A].counters
     assert NS2 not in render(snap).decode()
+
+
+def test_a_storage_only_namespace_is_forgotten_when_it_leaves_the_inventory() -> None:
+    """stored_bytes of an idle namespace (no counters) goes with the namespace (review)."""
+    from types import MappingProxyType
+
+    from do_exporter.analytics import AccountUsage, Window
+    from do_exporter.planner import next_analytics
+
+    state = AnalyticsState(ACCOUNT_A, watermark=600, stored_bytes=MappingProxyType({"idle": 9}))
+    after = next_analytics(
+        state,
+        ACCOUNT_A,
+        (Window(600, 660), AccountUsage()),
+        now=1000.0,
+        namespace_ids=frozenset(),
+    )
+    assert after is not None and dict(after.stored_bytes) == {}

@@ -222,7 +222,54 @@ def test_bulk_limit_keeps_half_the_window_for_walks_at_tiny_intervals() -> None:
     previous = snapshot(account(A, {"big": 130_000, "s": 7}))
     plan = CountPlan(previous, [Credential("default", budget_per_poll=3.3, window_polls=300)])
     assert plan.binding["default"]
-    assert plan.bulk_limit("default", 1000) == 1000 - 500 - 1
+    assert plan.bulk_limit("default", 1000) == 500  # never less than half the window
+
+
+def test_bulk_lane_keeps_half_the_window_at_the_default_interval() -> None:
+    """--interval 300, 1000 per 5 min: a 9M-object walk fits one window (review finding)."""
+    previous = snapshot(account(A, {"big": 9_000_000, "s": 7}))
+    plan = CountPlan(previous, [Credential("default", budget_per_poll=1000, window_polls=1)])
+    assert not plan.binding["default"]
+    assert plan.fresh_pages("default") == 500
+    assert plan.bulk_limit("default", 1000) == 500  # 500 FRESH + 400 BULK pages: one window
+    tight = snapshot(account(A, {f"n{i}": 15_000 for i in range(1000)}))
+    binding = CountPlan(tight, [Credential("default", budget_per_poll=1000, window_polls=1)])
+    assert binding.binding["default"] and binding.bulk_limit("default", 1000) == 500
+    long = CountPlan(previous, [Credential("default", budget_per_poll=2000, window_polls=0.5)])
+    assert long.fresh_pages("default") == 500  # half a window, not half of 10 minutes
+
+
+def test_an_account_moves_to_the_credential_that_still_reaches_it() -> None:
+    """One credential's complete answer lacks it, another's has it: kept, not dropped."""
+    previous = snapshot(account(A, {"n": 10}, credential="one"))
+    creds = [Credential("one"), Credential("two")]
+    snap = publish(
+        previous,
+        creds,
+        gathered(owners={A: "one"}, discovered={"one": (), "two": (A,)}),
+        InFlight(),
+        stall_seconds=600,
+    ).snapshot
+    moved = snap.account(A)
+    assert moved is not None and moved.credential == "two" and moved.counts["n"].objects == 10
+
+
+def test_a_cheap_count_that_never_started_fails_even_when_the_plan_binds() -> None:
+    previous = snapshot(account(A, {"n": 10}))
+    result = publish(
+        previous,
+        [Credential("default", (A,))],
+        gathered(
+            owners={A: "default"},
+            lists={A: (Namespace("n"),)},
+            due={A: frozenset({"n"})},
+            deferred=frozenset({"default"}),
+            must_start=frozenset({(A, "n")}),
+        ),
+        InFlight(),
+        stall_seconds=600,
+    )
+    assert not result.snapshot.accounts[0].last_poll_success
 
 
 # -- budget over time (fake clock) ---------------------------------------------------------
