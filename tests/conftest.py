@@ -1,4 +1,9 @@
-"""Shared fixtures: a simulator factory, a client wired to it, structlog reset per test."""
+"""Shared fixtures: a simulator factory, a client wired to it, structlog reset per test.
+
+Also how pytest-xdist spreads the suite over its workers (``-n`` in pyproject's addopts):
+one test at a time, the longest-waiting modules first, and a module whose module-scoped
+fixture is costly (the Prometheus stack) kept on one worker so it starts once.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,50 @@ def scenario(accounts: dict[str, list[dict[str, Any]]], **top: Any) -> Scenario:
     }
     data.update(top)
     return Scenario.from_dict(data)
+
+
+# Modules of tests that mostly wait (real daemons, subprocesses, Prometheus), longest first:
+# an xdist worker starts them before the short tests, so none of them ends the run alone.
+SLOW_FIRST = (
+    "tests/test_e2e_prometheus.py",
+    "tests/test_benchmarks_smoke.py",
+    "tests/test_secrets.py",
+    "tests/test_chaos.py",
+)
+# Modules whose tests share a module-scoped fixture worth starting once per run (the
+# simulator + exporter + Prometheus stack): all their tests go to the same worker.
+ONE_WORKER = frozenset({"tests/test_e2e_prometheus.py"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, the slow modules first (every worker sorts alike, as it must)."""
+    if not hasattr(config, "workerinput"):
+        return  # a plain run keeps the file order
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(module) if module in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist load`` (what ``-n`` implies), except that ONE_WORKER modules are one unit.
+
+    pytest-xdist's own ``loadgroup`` would do this with ``xdist_group`` marks, but with
+    pytest 9 it no longer renames the node ids it groups by, so the marks have no effect.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneTestAtATime(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return OneTestAtATime(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ covered by ``tests/test_cli.py::test_sigterm_during_a_poll_exits_quickly`` (subp
 from __future__ import annotations
 
 import functools
-import socket
 import threading
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from do_exporter.cloudflare import CloudflareClient, RetryPolicy
 from do_exporter.config import Config, Secret
 from do_exporter.simulator import Scenario, Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
+from tests.ports import free_port
 
 P = "cloudflare_durable_objects"
 SELF = f"{P}_exporter"
@@ -88,12 +88,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
             raise AssertionError(f"not within {timeout:g} s: {what}")
         time.sleep(0.02)
     return time.monotonic() - started
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class InFlight(HTTPAdapter):

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from do_exporter.simulator import Simulator, demo_scenario
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
+from tests.ports import free_port
 
 MakeSim = Callable[..., Simulator]
 
@@ -34,12 +35,6 @@ def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProc
         timeout=timeout,
         env=clean_env(**env),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_once_demo_prints_the_demo_scenario() -> None:

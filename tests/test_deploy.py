@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 from test_deploy_contract import ROOT
+
+from tests.ports import free_port
 
 DEPLOY = ROOT / "deploy"
 DOCKER = DEPLOY / "docker"
@@ -155,13 +156,6 @@ def test_scrape_config_is_valid(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.e2e

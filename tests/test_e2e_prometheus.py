@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ import yaml
 from test_deploy_contract import ROOT, selectors
 
 from do_exporter.simulator import Scenario, Simulator
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -109,13 +109,6 @@ def scenario() -> Scenario:
             ],
         }
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.5) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import requests
 
-from tests.test_cli import clean_env, free_port
+from tests.ports import free_port
+from tests.test_cli import clean_env
 
 
 def vm_kib(pid: int, key: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,21 @@ from tests.conftest import ACCOUNT_A, ACCOUNT_B, ns, scenario
 
 MakeSim = Callable[..., Simulator]
 MakeClient = Callable[..., CloudflareClient]
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for background work to end (instead of sleeping for as long as it may take)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
+def idle(poller: Poller) -> bool:
+    """No discovery, list or walk of an earlier poll is still running."""
+    view = poller._view()
+    return not (view.discovering or view.listing or view.walks)
 
 
 def requests_to(sim: Simulator, endpoint: str) -> int:
@@ -180,7 +196,6 @@ def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """At the deadline the poll publishes what it has; the slow walk joins the next poll."""
-    import time
 
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20), ns(3, 30)]}))
     slow = f"{3:032x}"
@@ -194,8 +209,7 @@ def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
     assert not account.last_poll_success
     assert not first.complete and poller.inflight() == 1
 
-    time.sleep(1.5)  # the slow walk ends in the background
-    assert poller.inflight() == 0
+    wait_until(lambda: poller.inflight() == 0, "the slow walk ends in the background")
     sim.reset_stats()
     second = poller.poll(first, deadline=time.time() + 5)
     # Its finished walk is used as it is, not repeated: only the two others are walked.
@@ -209,7 +223,6 @@ def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
 
 def test_walk_in_flight_is_not_started_twice(make_sim: MakeSim, make_client: MakeClient) -> None:
     """A namespace whose walk outlived one poll is skipped by the next, not walked again."""
-    import time
 
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
     slow = f"{2:032x}"
@@ -221,7 +234,7 @@ def test_walk_in_flight_is_not_started_twice(make_sim: MakeSim, make_client: Mak
     assert sum(sim.stats()["requests"].get("objects", {}).values()) == 1  # only namespace 1
     account = second.account(ACCOUNT_A)
     assert account is not None and slow not in account.counts
-    time.sleep(2.0)
+    wait_until(lambda: poller.inflight() == 0, "the slow walk ends")
     third = poller.poll(second, deadline=time.time() + 5)
     assert third.account(ACCOUNT_A).counts[slow].objects == 20  # type: ignore[union-attr]
 
@@ -250,7 +263,6 @@ def test_walk_progressing_across_the_deadline_is_not_a_failure(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """A long walk that moves during the poll is in progress, not stalled: the poll succeeds."""
-    import time
 
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 35_000)]}))
     big = f"{2:032x}"
@@ -261,7 +273,7 @@ def test_walk_progressing_across_the_deadline_is_not_a_failure(
     assert account is not None and account.last_poll_success
     assert big not in account.counts and poller.inflight() == 1
     sim.clear_faults()
-    time.sleep(1.5)
+    wait_until(lambda: poller.inflight() == 0, "the big walk ends")
     second = poller.poll(first, deadline=time.time() + 5)
     assert second.account(ACCOUNT_A).counts[big].objects == 35_000  # type: ignore[union-attr]
 
@@ -270,7 +282,6 @@ def test_stuck_namespace_list_is_not_requested_again(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """A list request hanging past the deadline is not repeated by the next poll (no pile-up)."""
-    import time
 
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
     sim.inject("delay", endpoint="namespaces", seconds=2.0, count=1)
@@ -279,7 +290,7 @@ def test_stuck_namespace_list_is_not_requested_again(
     second = poller.poll(first, deadline=time.time() + 0.5)
     assert sum(sim.stats()["requests"].get("namespaces", {}).values()) == 1
     assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
-    time.sleep(2.0)  # the hung list answers (2 s after it was sent)
+    wait_until(lambda: idle(poller), "the hung list answers (2 s after it was sent)")
     third = poller.poll(second, deadline=time.time() + 5)
     assert third.complete
 
@@ -288,14 +299,13 @@ def test_carried_over_walk_survives_a_failed_list(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """A walk that ended after its poll is kept when the next list fails, not walked again."""
-    import time
 
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
     slow = f"{2:032x}"
     sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=1.0, count=1)
     poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
     first = poller.poll(Snapshot(), deadline=time.time() + 0.4)
-    time.sleep(1.0)
+    wait_until(lambda: poller.inflight() == 0, "the slow walk ends after its poll")
     sim.inject("status", endpoint="namespaces", status=500, count=4)
     second = poller.poll(first, deadline=time.time() + 5)
     assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
@@ -309,7 +319,6 @@ def test_carried_over_walk_survives_a_failed_list(
 def test_cancel_interrupts_a_hanging_discovery(make_sim: MakeSim, make_client: MakeClient) -> None:
     """Shutdown does not wait for GET /accounts: discovery runs on a daemon worker."""
     import threading
-    import time
 
     from do_exporter.ratelimit import Cancelled
 
@@ -350,7 +359,6 @@ def assert_kept(snap: Snapshot, before: Snapshot, *, success: bool | None) -> No
 
 def test_slow_discovery_keeps_every_account(make_sim: MakeSim, make_client: MakeClient) -> None:
     """GET /accounts slower than the poll: the known accounts are polled and kept, every poll."""
-    import time
 
     sim, poller, snap = discovery_baseline(make_sim, make_client)
     sim.inject("delay", endpoint="accounts", seconds=1.5, count=None)
@@ -364,14 +372,14 @@ def test_late_discovery_answer_removes_a_gone_account_next_poll(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """A late answer is not thrown away: the next poll starts from it."""
-    import time
 
     sim, poller, first = discovery_baseline(make_sim, make_client)
     sim.inject("delay", endpoint="accounts", seconds=0.6, count=1)
     sim.remove_account(ACCOUNT_B)
     second = poller.poll(first, deadline=time.time() + 0.3)
     assert {a.account_id for a in second.accounts} == {ACCOUNT_A, ACCOUNT_B}
-    time.sleep(0.5)  # the delayed answer (without B) arrives after that poll
+    # The delayed answer (without B) arrives after that poll.
+    wait_until(lambda: idle(poller), "the late discovery answer")
     third = poller.poll(second, deadline=time.time() + 5)
     assert [a.account_id for a in third.accounts] == [ACCOUNT_A]
 
@@ -380,13 +388,12 @@ def test_rate_limit_block_longer_than_the_poll_keeps_every_account(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """A 429 block pauses discovery and every list past the deadline: all series stay."""
-    import time
 
     sim, poller, first = discovery_baseline(make_sim, make_client)
     sim.inject("status", status=429, code=971, retry_after=1, count=3)
     second = poller.poll(first, deadline=time.time() + 0.4)
     assert_kept(second, first, success=False)  # the lists were held by the pause
-    time.sleep(1.0)
+    wait_until(lambda: idle(poller), "the lists held by the pause end")
     third = poller.poll(second, deadline=time.time() + 5)
     assert third.complete
     assert_matches_simulator(third, sim)
@@ -396,7 +403,6 @@ def test_walks_holding_every_worker_do_not_hold_up_lists(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
     """With the only walk thread busy on a carried-over walk, discovery and lists still run."""
-    import time
 
     sim, poller, first = discovery_baseline(make_sim, make_client, max_workers=1)
     big = f"{2:032x}"

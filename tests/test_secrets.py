@@ -28,7 +28,8 @@ from do_exporter.config import Config, ConfigError, build_config
 from do_exporter.logs import configure
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
-from tests.test_cli import clean_env, free_port
+from tests.ports import free_port
+from tests.test_cli import clean_env
 
 MakeSim = Callable[..., Simulator]
 NEEDLES = (TOKEN, TOKEN[len(TOKEN) // 2 :])

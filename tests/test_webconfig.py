@@ -19,7 +19,8 @@ import requests
 from do_exporter.config import ConfigError
 from do_exporter.server import Limits, MetricsServer
 from do_exporter.webconfig import BasicAuth, WebConfig, load_web_config
-from tests.test_cli import clean_env, free_port
+from tests.ports import free_port
+from tests.test_cli import clean_env
 
 PASSWORD = "s3cret-scrape-pass"
 
