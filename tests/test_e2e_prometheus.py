@@ -84,6 +84,14 @@ def scenario() -> Scenario:
             "use_sqlite": idx % 2 == 0,
             "objects": objects,
             "stored_data_ratio": 0.25,
+            # A healthy stack: no limit failures, no storage growth (the usage alerts must
+            # stay quiet in test_steady_healthy_stack_raises_no_alert).
+            "analytics": {
+                "exceeded_cpu_rate": 0,
+                "exceeded_memory_rate": 0,
+                "fatal_internal_rate": 0,
+                "storage_growth_bytes_per_minute": 0,
+            },
             **extra,
         }
 
