@@ -1059,7 +1059,8 @@ class CloudflareClient:
         remaining, reset = parse_ratelimit(headers)
         if remaining is None:
             return
-        self._observer.ratelimit_remaining(remaining)
+        if limiter is self._limiter:  # the gauge is the REST budget's, never GraphQL's
+            self._observer.ratelimit_remaining(remaining)
         # At or below the reserve left to the user's other tools (0 by default: the window
         # is spent), wait for the window to reset instead of starving them or earning a 429.
         held = limiter.observe(remaining, reset)

@@ -144,11 +144,11 @@ class RateLimiter:
         entry = (int(lane), next(self._seq), waiter)
         started = self._clock()
         with self._lock:
+            if self._watcher is None and self._queue:
+                self._start_watcher()  # before queueing: a failed start leaves no entry behind
             heapq.heappush(self._queue, entry)
             if self._queue[0] is entry:
                 waiter.turn.set()
-            elif self._watcher is None:
-                self._start_watcher()
         try:
             while True:
                 if self._cancel.is_set():
@@ -213,8 +213,9 @@ class RateLimiter:
                     for _, _, waiter in self._queue:
                         waiter.turn.set()
 
-        self._watcher = threading.Thread(target=watch, name="ratelimit-cancel", daemon=True)
-        self._watcher.start()
+        watcher = threading.Thread(target=watch, name="ratelimit-cancel", daemon=True)
+        watcher.start()
+        self._watcher = watcher  # only once running: a failed start is tried again
 
     # -- shaping --------------------------------------------------------------------------
 
