@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator, demo_scenario
+from tests.simclock import FakeClock
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"
@@ -62,22 +63,9 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

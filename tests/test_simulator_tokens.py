@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
+from tests.simclock import FakeClock, simulators
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"
@@ -19,17 +20,6 @@ NS_A = "11111111111111111111111111111111"
 NS_B = "44444444444444444444444444444444"
 START_TIME = 1_900_000_000.0  # 2030-03-17T17:46:40Z
 EXPIRES = "2030-03-17T18:00:00Z"  # 800 s after the start
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 TOKENS: list[dict[str, Any]] = [
@@ -64,22 +54,12 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(0.0)
 
 
 @pytest.fixture
 def make_sim(clock: FakeClock) -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def make(**overrides: Any) -> Simulator:
-        scenario = Scenario.from_dict(scenario_dict(**overrides))
-        sim = Simulator(scenario, clock=clock, start_time=START_TIME).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
+    yield from simulators(clock, scenario_dict, START_TIME)
 
 
 @pytest.fixture

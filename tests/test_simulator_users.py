@@ -12,24 +12,12 @@ import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
 from do_exporter.simulator.budget import UserBudget
+from tests.simclock import FakeClock, simulators
 
 ACC = "0123456789abcdef0123456789abcdef"
 NS = "11111111111111111111111111111111"
 NS_HUGE = "22222222222222222222222222222222"
 START_TIME = 1_900_000_000.0  # 2030-03-17T17:46:40Z, the simulator's Unix time at start
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def scenario_dict(**overrides: Any) -> dict[str, Any]:
@@ -51,22 +39,12 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(500.0)
 
 
 @pytest.fixture
 def make_sim(clock: FakeClock) -> Iterator[Callable[..., Simulator]]:
-    started: list[Simulator] = []
-
-    def make(**overrides: Any) -> Simulator:
-        scenario = Scenario.from_dict(scenario_dict(**overrides))
-        sim = Simulator(scenario, clock=clock, start_time=START_TIME).start()
-        started.append(sim)
-        return sim
-
-    yield make
-    for sim in started:
-        sim.stop()
+    yield from simulators(clock, scenario_dict, START_TIME)
 
 
 @pytest.fixture
