@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator, demo_scenario
-from tests.simclock import FakeClock
+from tests.support import FakeClock
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
-from tests.simclock import FakeClock, simulators
+from tests.support import FakeClock, simulators
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"

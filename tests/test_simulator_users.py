@@ -12,7 +12,7 @@ import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
 from do_exporter.simulator.budget import UserBudget
-from tests.simclock import FakeClock, simulators
+from tests.support import FakeClock, simulators
 
 ACC = "0123456789abcdef0123456789abcdef"
 NS = "11111111111111111111111111111111"

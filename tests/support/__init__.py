@@ -1,0 +1,75 @@
+"""What tests share: one hand-moved clock, one wait helper, one simulator factory.
+
+- :class:`FakeClock` is the only fake clock of the suite. Call it (``clock()``) where a
+  component takes a ``Callable[[], float]``, or hand it where a
+  :class:`do_exporter.clock.Clock` is expected (``monotonic()`` and ``time()`` read the same
+  hand-moved value). ``advance()`` moves it.
+- :func:`wait_until` waits for something that happens on another thread or process. It has a
+  generous *safety* timeout only so that a broken test ends; no test asserts how long the wait
+  took (a loaded machine may be slow, and that is not a failure).
+- :func:`simulators` is the body of a fixture that starts simulators on a clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from do_exporter.simulator import Scenario, Simulator
+
+# Long enough that no loaded machine hits it when the behaviour is right: it only ends a test
+# whose awaited event never comes.
+SAFETY_TIMEOUT = 60.0
+
+
+class FakeClock:
+    """A clock the test moves by hand; also a :class:`do_exporter.clock.Clock`."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float = SAFETY_TIMEOUT
+) -> None:
+    """Wait until ``predicate()`` is true (checked every 10 ms); fail naming ``what`` if it
+    is still false after the safety timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
+def simulators(
+    clock: FakeClock, build: Callable[..., dict[str, Any]], start_time: float
+) -> Iterator[Callable[..., Simulator]]:
+    """A fixture body: ``make(**overrides)`` starts a simulator of ``build(**overrides)`` on
+    ``clock``; every simulator started is stopped afterwards."""
+    started: list[Simulator] = []
+
+    def make(**overrides: Any) -> Simulator:
+        scenario = Scenario.from_dict(build(**overrides))
+        sim = Simulator(scenario, clock=clock, start_time=start_time).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
