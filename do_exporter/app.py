@@ -8,9 +8,10 @@ files at once (they are also re-read when they change, see :class:`~.config.Toke
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -232,7 +233,7 @@ class Exporter:
         """What ``/metrics`` serves, as one byte string (``--once`` prints it)."""
         return b"".join(self.exposition_parts(compressed))
 
-    def exposition_parts(self, compressed: bool = False) -> tuple[bytes, bytes]:
+    def exposition_parts(self, compressed: bool = False) -> Iterator[bytes]:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
@@ -240,11 +241,14 @@ class Exporter:
         once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
         server sends the parts back to back, so the large one is never copied.
         """
-        served = self.store.exposition_gzip if compressed else self.store.exposition
+        rendered = self.store.rendered
         # Read after the exposition: the same snapshot or a newer one, so the own metrics
         # rendered for it are at least as new as the part served.
         snapshot = self.store.snapshot
-        return served, self.metrics.exposition(compressed, epoch=snapshot)
+        own = self.metrics.exposition(compressed, epoch=snapshot)
+        if compressed:
+            return iter((*rendered.gzip_parts, own))
+        return itertools.chain(rendered.plain(), (own,))
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -55,7 +55,7 @@ LINGER = 2.0  # seconds a refused connection is drained before it is closed
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
-Body = bytes | Sequence[bytes]
+Body = bytes | Iterable[bytes]
 
 
 @dataclass(frozen=True, slots=True)

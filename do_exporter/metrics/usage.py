@@ -1,0 +1,85 @@
+"""Usage analytics families as parts: the analytics module's families, one account at a time.
+
+``analytics.families`` builds an account's families (prometheus-client objects); they are
+written here to text account by account, so only one account's objects exist at once, and an
+account whose analytics state and namespace list are the same objects as at the last render
+is not built nor written again. Families are looked up in the contract by name; one the
+contract does not know keeps the help and type it came with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from prometheus_client.metrics_core import Metric
+
+from .. import analytics
+from ..model import Namespace, Snapshot
+from . import contract as c
+from .render import Part, number
+
+Escape = Callable[[str], str]
+_OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
+
+
+def exposed_name(metric: Metric) -> tuple[str, str]:
+    """The name and type ``generate_latest`` writes in ``# TYPE`` for ``metric``."""
+    if metric.type == "counter":
+        return metric.name + "_total", "counter"
+    if metric.type == "info":
+        return metric.name + "_info", "gauge"
+    kinds = {"stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
+    return metric.name, kinds.get(metric.type, metric.type)
+
+
+def contract_family(metric: Metric) -> c.Family:
+    name, kind = exposed_name(metric)
+    known = c.BY_NAME.get(name)
+    if known is not None:
+        return known
+    return c.Family(name, metric.documentation, kind, (), None, metric.documentation, c.PROCESS)
+
+
+def metric_lines(metric: Metric, esc: Escape) -> str:
+    """A prometheus-client family's sample lines, as ``generate_latest`` writes them."""
+    out = []
+    for s in metric.samples:
+        if any(s.name == metric.name + suffix for suffix in _OPENMETRICS_ONLY):
+            continue
+        if s.labels:
+            pairs = ",".join(f'{k}="{esc(v)}"' for k, v in sorted(s.labels.items()))
+            out.append(f"{s.name}{{{pairs}}} {number(s.value)}\n")
+        else:
+            out.append(f"{s.name} {number(s.value)}\n")
+    return "".join(out)
+
+
+def families() -> list[c.Family]:
+    """The analytics families, in the order the analytics module builds them."""
+    return [contract_family(m) for m in analytics.families([], {})]
+
+
+class _Account:
+    """One account's analytics text, built on first use."""
+
+    def __init__(self, state: analytics.AnalyticsState, listed: Sequence[Namespace],
+                 esc: Escape) -> None:  # fmt: skip
+        self.state, self.listed, self.esc = state, listed, esc
+        self._texts: Mapping[str, str] | None = None
+
+    def text(self, name: str) -> str:
+        if self._texts is None:
+            built = analytics.families([self.state], {self.state.account_id: self.listed})
+            self._texts = {exposed_name(m)[0]: metric_lines(m, self.esc) for m in built}
+        return self._texts.get(name, "")
+
+
+def parts(snapshot: Snapshot, present: Sequence[c.Family], esc: Escape) -> Iterator[Part]:
+    """Each account's analytics parts (none when analytics are off)."""
+    listed = {a.account_id: a.namespaces for a in snapshot.accounts if a.namespaces_listed}
+    for acc, state in snapshot.analytics.items():
+        namespaces = listed.get(acc, ())
+        account = _Account(state, namespaces, esc)
+        key = (state, namespaces)
+        for family in present:
+            yield Part(family, acc, key, lambda f=family, a=account: a.text(f.name))  # type: ignore[misc]
