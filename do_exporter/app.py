@@ -26,6 +26,8 @@ from . import __version__
 from .check import describe_error
 from .cloudflare import CloudflareAPIError, CloudflareClient
 from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
+from .metrics.contract import estimate_series
+from .metrics.groups import GROUPS
 from .model import Snapshot
 from .planner import AnalyticsPlan, Credential
 from .poller import Poller, Source
@@ -152,7 +154,8 @@ class Exporter:
             burst_rate=PER_SECOND_LIMIT,
             cancel=self.cancel,
         )
-        self.store = SnapshotStore()
+        self.store = SnapshotStore(enabled=frozenset(getattr(config, "collectors", GROUPS)))
+        self._estimated = False
         self.started = threading.Event()  # set once the HTTP server listens
         self.port: int | None = None
 
@@ -166,7 +169,23 @@ class Exporter:
         """
         snapshot = self.poller.poll(self.store.snapshot, deadline)
         self.store.publish(snapshot)
+        if not self._estimated and snapshot.ready:
+            self._estimated = True
+            self._log_series_estimate(snapshot)
         return snapshot
+
+    def _log_series_estimate(self, snapshot: Snapshot) -> None:
+        """One line after the first poll that listed namespaces: the series each group
+        costs (docs/metrics.md), so a user sees what --no-collector.<group> would save."""
+        estimate = estimate_series(
+            accounts=len(snapshot.accounts),
+            namespaces=sum(len(a.namespaces) for a in snapshot.accounts),
+            top_objects=getattr(self.config, "top_objects", 10),
+            analytics=self.config.analytics,
+            credentials=len(self.targets),
+            enabled=self.store.enabled,
+        )
+        log.info("series estimate", series=sum(estimate.values()), **estimate)
 
     def _poll_job(self) -> None:
         started = time.monotonic()

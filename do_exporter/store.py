@@ -28,7 +28,8 @@ class SnapshotStore:
     def __init__(
         self, snapshot: Snapshot | None = None, *, enabled: frozenset[str] = ALL_GROUPS
     ) -> None:
-        self._renderer = SnapshotRenderer(enabled)
+        self.enabled = frozenset(enabled)
+        self._renderer = SnapshotRenderer(self.enabled)
         self._lock = threading.Lock()  # one render at a time (the renderer keeps state)
         self._current = self._prepare(snapshot or Snapshot())
 

@@ -37,7 +37,6 @@ def escape(value: str) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
             value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
     if "\\" in value or "\n" in value or '"' in value:
         value = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
