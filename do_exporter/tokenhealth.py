@@ -19,7 +19,8 @@ from .cloudflare import (
     TokenStatus,
 )
 from .metrics.contract import TOKEN_EXPIRY, TOKEN_STATUS
-from .metrics.tokens import UNKNOWN, TokenHealth
+from .metrics.tokens import UNKNOWN as UNKNOWN
+from .metrics.tokens import TokenHealth as TokenHealth
 from .metrics.tokens import TokenHealthMetrics as TokenHealthMetrics  # its old home
 
 STATUSES = (*TOKEN_STATUSES, INVALID_TOKEN, UNKNOWN)

@@ -190,7 +190,5 @@ def test_promtool_check_metrics_finds_nothing() -> None:
 # No lint finding is accepted once the analytics rename is merged; until then the legacy
 # `duration_gb_seconds_total` (promtool dislikes the abbreviated unit) is the one.
 ACCEPTED_LINT = tuple(
-    f"{name} metric names should not contain abbreviated units"
-    for name in LEGACY
-    if "_gb_" in name
+    f"{name} metric names should not contain abbreviated units" for name in LEGACY if "_gb_" in name
 )

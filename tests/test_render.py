@@ -120,7 +120,9 @@ def test_a_lone_surrogate_in_any_label_never_crashes() -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     [info] = families["cloudflare_durable_objects_namespace_info"].samples
     assert info.labels["namespace_name"] == "bad\ufffdname"
-    ids = {s.labels["namespace_id"] for s in families["cloudflare_durable_objects_requests"].samples}
+    ids = {
+        s.labels["namespace_id"] for s in families["cloudflare_durable_objects_requests"].samples
+    }
     assert ids == {"\ufffd", "x"}
     assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 

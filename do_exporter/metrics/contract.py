@@ -43,7 +43,13 @@ QUANTILES = ("0.5", "0.9", "0.99", "0.999")
 STATUSES_ESTIMATE = 3  # invocation statuses a namespace usually shows (Cloudflare names them)
 
 # Scopes: what one unit of ``Family.per`` series is counted in.
-PROCESS, CREDENTIAL, ACCOUNT, NAMESPACE, TOP = "process", "credential", "account", "namespace", "top"
+PROCESS, CREDENTIAL, ACCOUNT, NAMESPACE, TOP = (
+    "process",
+    "credential",
+    "account",
+    "namespace",
+    "top",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,8 @@ SQLITE_NAMESPACES = _f(
     ACCOUNT_LABELS, INVENTORY, "of those, with `use_sqlite: true`", ACCOUNT)  # fmt: skip
 NAMESPACE_INFO = _f(
     _P + "namespace_info", "Namespace metadata (always 1).", _G, INFO_LABELS, INVENTORY,
-    "always 1; `use_sqlite` is `true`/`false`, `\"\"` when the API leaves the field out")  # fmt: skip
+    "always 1; `use_sqlite` is `true`/`false`, `\"\"` when the API leaves the field out",
+)  # fmt: skip
 OBJECTS = _f(
     _P + "objects", "Durable Objects in the namespace (last complete count).", _G, NS_LABELS,
     INVENTORY, "Durable Objects in the namespace (last complete count)")  # fmt: skip
@@ -116,7 +123,8 @@ FULL_REFRESH = _f(
     _E + "full_refresh_seconds",
     "Seconds the last full refresh of every namespace took (grows past the interval when the "
     "request budget cannot count everything in one interval).", _G, (), None,
-    "time between the last two complete counts of the least often refreshed namespace", PROCESS)  # fmt: skip
+    "time between the last two complete counts of the least often refreshed namespace",
+    PROCESS)  # fmt: skip
 
 # ---- usage analytics (built by do_exporter/analytics.py) -----------------------------
 _SAMPLED = " (sampled dataset: an estimate)"
@@ -222,7 +230,8 @@ ANALYTICS_QUERIES = _f(
 ANALYTICS_SKIPPED = _f(
     _E + "analytics_skipped_seconds_total",
     "Seconds of analytics given up as uncountable (older than the plan allows).", _C,
-    ACCOUNT_LABELS, None, "usage seconds given up (older than a query may reach)", ACCOUNT)  # fmt: skip
+    ACCOUNT_LABELS, None, "usage seconds given up (older than a query may reach)",
+    ACCOUNT)  # fmt: skip
 
 # ---- the exporter's own (do_exporter/metrics/selfmetrics.py, tokens.py) --------------
 API_REQUESTS = _f(
@@ -262,7 +271,8 @@ RESERVE_WAIT = _f(
 TOKEN_EXPIRY = _f(
     _E + "token_expiry_timestamp_seconds",
     "When the credential's API token expires (Unix time; absent when it never expires).", _G,
-    CREDENTIAL_LABELS, None, "when the credential's token expires (Unix time)", CREDENTIAL)  # fmt: skip
+    CREDENTIAL_LABELS, None, "when the credential's token expires (Unix time)",
+    CREDENTIAL)  # fmt: skip
 TOKEN_STATUS = _f(
     _E + "token_status",
     "The credential's API token status as last verified: 1 for the current status, 0 for "

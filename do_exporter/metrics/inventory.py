@@ -60,10 +60,19 @@ def _info(account: AccountSnapshot, esc: Escape) -> str:
     return family_lines(
         c.NAMESPACE_INFO,
         (
-            ((acc, ns.id, ns.name or "", ns.class_name or "", ns.script or "",
-              _bool_label(ns.use_sqlite)), 1.0)
+            (
+                (
+                    acc,
+                    ns.id,
+                    ns.name or "",
+                    ns.class_name or "",
+                    ns.script or "",
+                    _bool_label(ns.use_sqlite),
+                ),
+                1.0,
+            )
             for ns in account.namespaces
-        ),  # fmt: skip
+        ),
         esc,
     )
 

@@ -97,9 +97,7 @@ def lines(
     template, order = _template(name, labels)
     if order == list(range(len(labels))):
         return "".join(template % (*map(esc, values), number(v)) for values, v in rows)
-    return "".join(
-        template % (*[esc(values[i]) for i in order], number(v)) for values, v in rows
-    )
+    return "".join(template % (*[esc(values[i]) for i in order], number(v)) for values, v in rows)
 
 
 def family_lines(family: Family, rows: Iterable[Row], esc: Callable[[str], str] = escape) -> str:
@@ -209,18 +207,23 @@ class Renderer:
         """``families`` in exposition order (each gets its header even without samples);
         ``parts`` in any order, a part of a family not listed is dropped."""
         wanted = {f.name: f for f in families if enabled_family(f, self.enabled)}
-        chunks: dict[str, list[tuple[str, object, bytes | memoryview, int]]] = {n: [] for n in wanted}
+        chunks: dict[str, list[tuple[str, object, bytes | memoryview, int]]] = {
+            n: [] for n in wanted
+        }
         written = 0
         for part in parts:
             name = part.family.name
             if name not in wanted:
                 continue
-            old = self._reuse(name, part)
-            if old is None:
+            reused = self._reuse(name, part)
+            if reused is None:
                 body = part.write()
-                old = (_gzip(body, self.level), len(body.encode("utf-8")))
+                data: bytes | memoryview = _gzip(body, self.level)
+                plain = len(body.encode("utf-8"))
                 written += 1
-            chunks[name].append((part.scope, part.key, *old))
+            else:
+                data, plain = reused
+            chunks[name].append((part.scope, part.key, data, plain))
         blocks = tuple(self._block(wanted[name], members) for name, members in chunks.items())
         self._last = {b.family.name: b for b in blocks}
         self.escape.next_generation()
@@ -232,7 +235,7 @@ class Renderer:
         if block is None or part.key is None:
             return None
         member = block.by_scope.get(part.scope)
-        if member is None or member.key is not part.key and member.key != part.key:
+        if member is None or (member.key is not part.key and member.key != part.key):
             return None
         return memoryview(block.data)[member.start : member.end], member.plain
 

@@ -166,7 +166,7 @@ class ExporterMetrics(Collector):
             truncated = float(self._truncated)
             remaining = [((k,), float(v)) for k, v in sorted(self._remaining.items())]
             budgets = sorted(self._budgets.items())
-        waited: list[Row] = [((k, ), b.reserve_held_seconds()) for k, b in budgets]
+        waited: list[Row] = [((k,), b.reserve_held_seconds()) for k, b in budgets]
         return [
             (c.API_REQUESTS, family_lines(c.API_REQUESTS, requests)),
             (c.API_DURATION, duration),
@@ -194,7 +194,7 @@ class ExporterMetrics(Collector):
     # -- prometheus-client's Collector (tests read samples through a registry) ------------
 
     def collect(self) -> Iterator[Metric]:
-        return text_string_to_metric_families(self.text())
+        return iter(text_string_to_metric_families(self.text()))
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -92,7 +92,7 @@ class TokenHealthMetrics(Collector):
 
     # prometheus-client's Collector (tests read samples through a registry)
     def collect(self) -> Iterator[Metric]:
-        return text_string_to_metric_families(self.text())
+        return iter(text_string_to_metric_families(self.text()))
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
