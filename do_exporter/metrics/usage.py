@@ -42,15 +42,24 @@ def contract_family(metric: Metric) -> c.Family:
 
 def metric_lines(metric: Metric, esc: Escape) -> str:
     """A prometheus-client family's sample lines, as ``generate_latest`` writes them."""
+    skip = {metric.name + suffix for suffix in _OPENMETRICS_ONLY}
+    templates: dict[tuple[str, tuple[str, ...]], tuple[str, list[str]]] = {}
     out = []
     for s in metric.samples:
-        if any(s.name == metric.name + suffix for suffix in _OPENMETRICS_ONLY):
+        labels = s.labels
+        if s.name in skip:
             continue
-        if s.labels:
-            pairs = ",".join(f'{k}="{esc(v)}"' for k, v in sorted(s.labels.items()))
-            out.append(f"{s.name}{{{pairs}}} {number(s.value)}\n")
-        else:
+        if not labels:
             out.append(f"{s.name} {number(s.value)}\n")
+            continue
+        shape = (s.name, tuple(labels))
+        found = templates.get(shape)
+        if found is None:
+            order = sorted(labels)
+            pairs = ",".join(f'{k}="%s"' for k in order)
+            found = templates[shape] = (f"{s.name}{{{pairs}}} %s\n", order)
+        template, order = found
+        out.append(template % (*[esc(labels[k]) for k in order], number(s.value)))
     return "".join(out)
 
 
