@@ -135,3 +135,18 @@ def test_every_family_of_the_contract_is_declared_once() -> None:
         assert f.group is None or f.group in GROUPS
         assert (f.type == "counter") == f.name.endswith("_total")
         assert "namespace" not in f.labels
+
+
+def test_the_metrics_side_imports_no_http_client() -> None:
+    """do_exporter.metrics (and the store) import neither the client nor requests."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, do_exporter.store, do_exporter.metrics.selfmetrics, "
+        "do_exporter.metrics.tokens\n"
+        "bad = {'requests', 'do_exporter.cloudflare', 'do_exporter.ratelimit', 'urllib3'}\n"
+        "print(sorted(bad & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
