@@ -191,7 +191,7 @@ def _scrapers(port: int, count: int, clients: int) -> list[float]:
             [PYTHON, CLIENT, f"http://127.0.0.1:{port}/metrics", str(count), "gzip"],
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(clients)
     ]
     latencies: list[float] = []
