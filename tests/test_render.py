@@ -150,3 +150,18 @@ def test_the_metrics_side_imports_no_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_analytics_builder_may_hand_rows_instead_of_objects(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With ``analytics.family_rows`` present, its rows are written in contract order."""
+
+    def family_rows(state, namespaces):  # type: ignore[no-untyped-def]
+        names = {ns.id: ns.name or "" for ns in namespaces}
+        rows = [((state.account_id, i, names.get(i, "")), 2.0) for i in sorted(state.counters)]
+        yield contract.REQUESTS, rows
+
+    monkeypatch.setattr(analytics, "family_rows", family_rows, raising=False)
+    text = render(with_analytics(Snapshot((account(A, 2),)))).decode()
+    assert f'requests_total{{account_id="{A}",namespace_id="{A[:8]}{0:024x}"' in text
+    assert "# TYPE cloudflare_durable_objects_hot_object_cpu_ratio gauge" in text
+    assert "cloudflare_durable_objects_errors_total{" not in text
