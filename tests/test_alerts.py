@@ -14,8 +14,8 @@ from test_deploy_contract import ROOT, heading_anchors, unknown_metrics
 PROM = ROOT / "deploy" / "prometheus"
 ALERTS = PROM / "alerts.yml"
 ALERTS_TEST = PROM / "alerts_test.yml"
-DOCS = ROOT / "README.md"  # its Alerts section is the runbook
-RUNBOOK = "https://github.com/do-exporter/do-exporter/blob/main/README.md#"
+DOCS = ROOT / "docs" / "alerts.md"  # the runbooks
+RUNBOOK = "https://github.com/do-exporter/do-exporter/blob/main/docs/alerts.md#"
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
@@ -85,7 +85,7 @@ def test_no_label_called_namespace() -> None:
 
 
 def test_every_alert_is_annotated() -> None:
-    """summary, description, a README runbook anchor, a severity and a `for:` or reason."""
+    """summary, description, a runbook anchor in docs/alerts.md, a severity and a `for:` or reason."""
     names = alert_names()
     assert len(names) == len(set(names)), "duplicate alert names"
     for rule in rules():
@@ -141,15 +141,15 @@ def test_token_alerts_are_there() -> None:
     assert 'token_status{status=~"invalid|disabled|expired"} == 1' in invalid
 
 
-def test_readme_has_a_runbook_section_per_alert() -> None:
-    """README.md has a heading per alert whose anchor is the runbook URL's."""
+def test_docs_have_a_runbook_section_per_alert() -> None:
+    """docs/alerts.md has a heading per alert whose anchor is the runbook URL's."""
     anchors = heading_anchors(DOCS.read_text())
     missing = [name for name in alert_names() if anchor(name) not in anchors]
     assert missing == []
 
 
 def test_docs_state_every_for_duration() -> None:
-    """README.md names each alert's `for:` so users know the default they change."""
+    """docs/alerts.md names each alert's `for:` so users know the default they change."""
     text = DOCS.read_text()
     for rule in rules():
         section = text.split(f"### Alert: {rule['alert']}\n", 1)[1].split("\n### ", 1)[0]
