@@ -761,8 +761,7 @@ TOKEN_CODES = {"unknown": 1, "disabled": 2, "expired": 3, "invalid": 4}  # activ
 def token_panels(lay: Layout) -> list[dict[str, Any]]:
     """Exporter health: each credential's token status and the days left until it expires."""
     status = " or ".join(
-        f'{E}token_status{{{JOB}, status="{name}"}} * {code}'
-        for name, code in TOKEN_CODES.items()
+        f'{E}token_status{{{JOB}, status="{name}"}} * {code}' for name, code in TOKEN_CODES.items()
     )
     colours = {"unknown": "orange", "disabled": "red", "expired": "red", "invalid": "red"}
     mapping = {"0": {"text": "active", "color": "green", "index": 0}} | {
@@ -816,8 +815,7 @@ def hot_object_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
             "Busiest objects",
             [
                 target(
-                    f"topk($topn, max by ({HOT}) "
-                    f"({P}hot_object_requests_per_second{{{NS}}}))",
+                    f"topk($topn, max by ({HOT}) ({P}hot_object_requests_per_second{{{NS}}}))",
                     ref="A",
                     instant=True,
                     table=True,
@@ -999,11 +997,7 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
         timeseries(
             lay,
             "Busiest object's WebSocket connections",
-            [
-                target(
-                    f"max by ({BY_NS}) ({P}busiest_object_websocket_connections{{{NS}}})", legend
-                )
-            ],
+            [target(f"max by ({BY_NS}) ({P}busiest_object_websocket_connections{{{NS}}})", legend)],
             description="The most WebSocket connections one object of each namespace held "
             "open at once during the last counted window: the busiest single object's peak, "
             "not the namespace's total (Cloudflare samples connections per object).",

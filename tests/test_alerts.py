@@ -85,7 +85,7 @@ def test_no_label_called_namespace() -> None:
 
 
 def test_every_alert_is_annotated() -> None:
-    """summary, description, a runbook anchor in docs/alerts.md, a severity and a `for:` or reason."""
+    """summary, description, a docs/alerts.md runbook anchor, a severity, a `for:` or reason."""
     names = alert_names()
     assert len(names) == len(set(names)), "duplicate alert names"
     for rule in rules():

@@ -10,8 +10,14 @@ from typing import Any
 
 import yaml
 from test_deploy_contract import (
-    CONTRACT, ROOT, E, P, metric_names, selectors, unknown_metrics,
-)  # fmt: skip
+    CONTRACT,
+    ROOT,
+    E,
+    P,
+    metric_names,
+    selectors,
+    unknown_metrics,
+)
 
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "do-exporter.json"
@@ -292,7 +298,9 @@ def test_token_health_per_credential() -> None:
     expr = status["targets"][0]["expr"]
     assert expr.startswith("max by (credential) (") and E + "token_status{" in expr
     assert status["targets"][0]["legendFormat"] == "{{credential}}"
-    shown = {m["text"] for m in status["fieldConfig"]["defaults"]["mappings"][0]["options"].values()}
+    shown = {
+        m["text"] for m in status["fieldConfig"]["defaults"]["mappings"][0]["options"].values()
+    }
     assert shown == {"active", "unknown", "disabled", "expired", "invalid"}
     expiry = by_title["Token days to expiry"]
     expr = expiry["targets"][0]["expr"]

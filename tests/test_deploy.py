@@ -360,9 +360,7 @@ def test_check_sh_finds_the_interpreter_and_passes(tmp_path: Path) -> None:
     )  # fmt: skip
     output = run.stdout + run.stderr
     metrics_part = output.split("== promtool check metrics", 1)[-1].splitlines()[1:]
-    if run.returncode != 0 and [line for line in metrics_part if line.strip()] == [
-        PENDING_FINDING
-    ]:
+    if run.returncode != 0 and [line for line in metrics_part if line.strip()] == [PENDING_FINDING]:
         pytest.xfail("duration_gb_seconds_total: renamed by issue 18 on another branch")
     assert run.returncode == 0, output
     assert "check.sh: all checks passed" in output
