@@ -267,8 +267,8 @@ USAGE_WINDOW = "15m"
 BY_NS = "account_id, namespace_id, namespace_name"
 
 # Unit prices of the "Estimated cost" panels: textbox variables, defaults from Cloudflare's
-# Workers Paid plan, Durable Objects pricing page (README, "Grafana", names the source and
-# date). name -> (label, default).
+# Workers Paid plan, Durable Objects pricing page (docs/deploy.md, "Estimated cost", names
+# the source and date). name -> (label, default).
 PRICES: dict[str, tuple[str, str]] = {
     "price_requests": ("$ per million requests", "0.15"),
     "price_gb_s": ("$ per million GB-s", "12.50"),
@@ -1098,7 +1098,7 @@ def price_var(name: str, label: str, default: str) -> dict[str, Any]:
         "current": {"selected": False, "text": default, "value": default},
         "options": [{"selected": True, "text": default, "value": default}],
         "description": "Unit price for the Estimated cost panels (USD). Default: Cloudflare "
-        "Workers Paid list price for Durable Objects; see the README.",
+        "Workers Paid list price for Durable Objects; see docs/deploy.md (Estimated cost).",
         "hide": 0,
     }
 
