@@ -269,8 +269,15 @@ def test_accounts_not_a_list(tmp_path: Path) -> None:
 def test_bad_account_id_is_not_echoed(tmp_path: Path) -> None:
     text = f"credentials:\n  - {{name: a, token_env: X, accounts: [{ACC1}, {TOK_B}]}}\n"
     message = error(write(tmp_path, text), {"X": TOK_A})
-    assert "credentials[0].accounts[1]: is not a Cloudflare account id" in message
-    assert "(value not shown)" in message and TOK_B not in message
+    assert "credentials[0].accounts[1]: the value is not a Cloudflare account id" in message
+    assert "value not shown)" in message and TOK_B not in message
+
+
+def test_short_bad_account_id_is_shown(tmp_path: Path) -> None:
+    """A value shorter than any token cannot be one: the message quotes it."""
+    text = "credentials:\n  - {name: a, token_env: X, accounts: [1]}\n"
+    message = error(write(tmp_path, text), {"X": TOK_A})
+    assert 'credentials[0].accounts[0]: "1" is not a Cloudflare account id' in message
 
 
 def test_account_in_two_credentials(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 import requests
 import structlog
 
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.cli import parse_options
 from do_exporter.cloudflare import CloudflareAPIError
-from do_exporter.config import Config, ConfigError, build_config
+from do_exporter.config import Config, ConfigError, Credential, build_config
 from do_exporter.logs import configure
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
@@ -165,8 +165,8 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
     ):
         config = build_config(parse_options(argv), env, stderr_is_tty=False)
         assert config.api_token.reveal() == TOKEN
-        target = Target(config.api_url, config.api_token, ())
-        exporter = Exporter(Config(listen_port=0, api_token=config.api_token), target)
+        target = Credential("default", config.api_token, api_url=config.api_url)
+        exporter = Exporter(Config(listen_port=0, credentials=(target,)))
         try:
             for name, obj in {
                 "config": config,
