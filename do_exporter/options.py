@@ -250,12 +250,22 @@ class Option:
         return self.parse.bounds if self.parse is not None else ""
 
 
+_GROUP_HELP = {
+    "inventory": "per-namespace inventory: object counts, namespace info",
+    "usage": "usage counters: requests, errors, CPU, GB-s, rows",
+    "storage": "stored bytes and storage units",
+    "websockets": "WebSocket connections and messages",
+    "hot_objects": "the busiest objects per account (--top-objects)",
+    "latency": "wall-time percentiles and maximum per namespace",
+}
+
+
 def _collector(group: str) -> Option:
     return Option(
         f"collector_{group}",
         f"--collector.{group}",
         None,
-        f"export the {group} families (--no-collector.{group}: do not)",
+        f"export the {group} group: {_GROUP_HELP.get(group, 'its families')}",
         EXPORT,
         kind=TOGGLE,
         default=True,
@@ -390,3 +400,27 @@ class RawOptions:
 
 
 _PLAIN = Option("", None, None, "", "")
+
+
+def markdown_table() -> str:
+    """The table of docs/configuration.md, from :data:`OPTIONS` (a test keeps them equal)."""
+    rows = [
+        "| flag | environment variable | default | accepted values | what |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for o in OPTIONS:
+        if o.flag is None:
+            flag = ""
+        elif o.kind == TOGGLE:
+            flag = f"`{o.flag}`, `--no-{o.flag[2:]}`"
+        else:
+            flag = f"`{o.flag}{' ' + o.metavar if o.metavar else ''}`"
+            flag += " (repeatable)" if o.kind == LIST else ""
+        env = f"`{o.env}`" if o.env else ""
+        cells = (flag, env, o.default_doc, o.bounds, o.help)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m do_exporter.options: print the docs' table
+    print(markdown_table(), end="")
