@@ -120,7 +120,11 @@ def run(smoke: bool = False) -> list[dict[str, Any]]:
     with SimProcess(scenario(load_objects)) as sim:
         config = Config()
         credential = Credential(
-            "default", Secret(sim.token), sim.account_ids, MAX_RATE_LIMIT, api_url=sim.api_url
+            "default",
+            sim.account_ids,
+            token=Secret(sim.token),
+            api_rate_limit=MAX_RATE_LIMIT,
+            api_url=sim.api_url,
         )
         exporter = Exporter(config, credential)
         started = time.perf_counter()

@@ -26,7 +26,6 @@ from .cloudflare import CloudflareAPIError, CloudflareClient
 from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
 from .model import Snapshot
 from .planner import AnalyticsPlan
-from .planner import Credential as PlanCredential
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
@@ -61,7 +60,8 @@ class Exporter:
         self.web = web
         if isinstance(credentials, Credential):
             credentials = (credentials,)
-        self.targets = tuple(credentials) or config.credentials
+        given = credentials or config.credentials
+        self.targets = tuple(c.for_interval(config.interval) for c in given)
         if not self.targets:
             raise ValueError("an exporter needs at least one credential")
         # Every token source in use, once each (SIGHUP re-reads them).
@@ -100,13 +100,9 @@ class Exporter:
                 observer=self.metrics.for_credential(t.name),
                 cancel=self.cancel,
             )
-            budget = rate * config.interval / RATE_LIMIT_WINDOW
-            credential = PlanCredential(
-                t.name, t.account_ids, budget, window_polls=RATE_LIMIT_WINDOW / config.interval
-            )
             self.metrics.add_budget(t.name, limiter)
             self.limiters[t.name] = limiter
-            sources.append(Source(credential, client, limiter))
+            sources.append(Source(t, client, limiter))
         self.sources = tuple(sources)
         self.limiter = sources[0].limiter
         self.client = sources[0].client

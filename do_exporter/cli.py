@@ -158,7 +158,9 @@ def _main(argv: Sequence[str] | None) -> int:
         simulator = Simulator(demo_scenario(), host="127.0.0.1", port=0)
         simulator.start()
         credentials: tuple[Credential, ...] = (
-            Credential(DEFAULT_CREDENTIAL, Secret(simulator.token), api_url=simulator.api_url),
+            Credential(
+                DEFAULT_CREDENTIAL, token=Secret(simulator.token), api_url=simulator.api_url
+            ),
         )
         log.info(
             "demo mode: exporting from the built-in Cloudflare API simulator",

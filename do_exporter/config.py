@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .configfile import (
@@ -113,18 +113,23 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Credential:
-    """One API token with where it goes, its accounts and its budget, resolved.
+    """One API token with where it goes, its accounts and its budget, resolved: the one
+    credential type from the configuration to the poll's executor (planner and poller).
 
     From the flags (one, named ``default``), ``--config.file`` (several) or the demo
-    simulator; used as is from here to the poll's executor. ``name`` (never the token) labels
-    the per-budget self-metrics. ``account_ids`` empty: every account the token can read.
+    simulator. ``name`` (never the token) labels the per-budget self-metrics.
+    ``account_ids`` empty: every account the token can read (``GET /accounts``).
     ``api_rate_limit``: most requests per 5 minutes for this token; ``api_reserve``: requests
-    per Cloudflare window left to the user's other tools.
+    per Cloudflare window left to the user's other tools. ``budget_per_poll`` (requests one
+    interval allows; None: no limit) and ``window_polls`` (polls per rate-limit window) are
+    what the planner plans with: :meth:`for_interval` sets them from the rate limit.
     """
 
     name: str
-    token: Secret
     account_ids: tuple[str, ...] = ()
+    budget_per_poll: float | None = None
+    window_polls: float = 1.0
+    token: Secret = field(default=Secret(""))
     api_rate_limit: int = DEFAULT_RATE_LIMIT
     api_reserve: int = DEFAULT_API_RESERVE
     api_url: str = DEFAULT_API_URL
@@ -133,6 +138,14 @@ class Credential:
     def discovers(self) -> bool:
         """True when the accounts come from ``GET /accounts``."""
         return not self.account_ids
+
+    def for_interval(self, interval: float) -> Credential:
+        """This credential with the budget of one poll every ``interval`` seconds."""
+        return replace(
+            self,
+            budget_per_poll=self.api_rate_limit * interval / RATE_LIMIT_WINDOW,
+            window_polls=RATE_LIMIT_WINDOW / interval,
+        )
 
 
 def format_address(host: str, port: int) -> str:
@@ -253,10 +266,13 @@ def build_config(
             "graphql_rate_limit", "top_objects", "web_config_file", "once", "log_level",
         )
     }  # fmt: skip
+    interval = float(src.value("interval", DEMO_INTERVAL if demo else None))
     return Config(
-        credentials=_credentials(src, demo=demo, clock=clock),
+        credentials=tuple(
+            c.for_interval(interval) for c in _credentials(src, demo=demo, clock=clock)
+        ),
         api_url=DEFAULT_API_URL if demo else src.value("api_url"),
-        interval=float(src.value("interval", DEMO_INTERVAL if demo else None)),
+        interval=interval,
         listen_host=host,
         listen_port=port,
         log_format=src.value("log_format", "console" if stderr_is_tty else "json"),

@@ -39,7 +39,8 @@ def run_exporter() -> Iterator[Callable[..., Running]]:
         config = Config(
             listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=10.0, **overrides
         )  # type: ignore[arg-type]
-        exporter = Exporter(config, Credential("default", Secret(TOKEN), (ACCOUNT_A,), api_url=sim.api_url))
+        credential = Credential("default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=sim.api_url)
+        exporter = Exporter(config, credential)
         stop = threading.Event()
         thread = threading.Thread(target=exporter.run, args=(stop,), daemon=True)
         thread.start()

@@ -101,8 +101,8 @@ def test_several_credentials_poll_their_accounts_once_each(
     exporter = Exporter(
         config,
         [
-            Credential("one", Secret(TOKEN), api_rate_limit=500, api_url=sim.api_url),
-            Credential("two", Secret(OTHER_TOKEN), api_reserve=0, api_url=sim.api_url),
+            Credential("one", token=Secret(TOKEN), api_rate_limit=500, api_url=sim.api_url),
+            Credential("two", token=Secret(OTHER_TOKEN), api_reserve=0, api_url=sim.api_url),
         ],
     )
     try:

@@ -229,7 +229,10 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
             api_timeout=config.pop("api_timeout", 5.0),
             **config,
         )
-        exporter = Exporter(cfg, Credential("default", Secret(TOKEN), (ACCOUNT_A,), api_url=api_url))
+        credential = Credential(
+            "default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=api_url
+        )
+        exporter = Exporter(cfg, credential)
         adapter = InFlight()
         exporter.session.mount("http://", adapter)
         stop = threading.Event()

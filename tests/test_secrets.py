@@ -155,7 +155,7 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
     ):
         config = build_config(parse_options(argv), env, stderr_is_tty=False)
         assert config.api_token.reveal() == TOKEN
-        target = Credential("default", config.api_token, api_url=config.api_url)
+        target = Credential("default", token=config.api_token, api_url=config.api_url)
         exporter = Exporter(Config(listen_port=0, credentials=(target,)))
         try:
             for name, obj in {

@@ -116,7 +116,9 @@ def test_exporter_metrics_carry_token_health() -> None:
 
 def _exporter(sim: Simulator, token: str = TOKEN) -> Exporter:
     config = Config(listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=5.0)
-    return Exporter(config, Credential("default", Secret(token), (ACCOUNT_A, ACCOUNT_B), api_url=sim.api_url))
+    return Exporter(config, Credential(
+        "default", (ACCOUNT_A, ACCOUNT_B), token=Secret(token), api_url=sim.api_url
+    ))
 
 
 def test_start_up_verification_logs_one_line_per_problem(make_sim: MakeSim) -> None:
