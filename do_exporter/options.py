@@ -56,7 +56,8 @@ def shown(text: str, limit: int = 40) -> str:
 
 
 class Parser(Protocol):
-    bounds: str
+    @property
+    def bounds(self) -> str: ...
 
     def __call__(self, text: str, where: str) -> Any: ...
 
