@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
@@ -24,9 +23,9 @@ from requests.adapters import HTTPAdapter
 from . import __version__
 from .check import describe_error
 from .cloudflare import CloudflareAPIError, CloudflareClient
-from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
+from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
 from .model import Snapshot
-from .planner import AnalyticsPlan, Credential
+from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
@@ -47,52 +46,24 @@ class StartupError(Exception):
     """The exporter cannot start (e.g. the listen address is taken); one line for the user."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One credential: where the API is, its token, its accounts and its budget.
-
-    From the flags (one), ``--config.file`` (several) or the demo simulator. ``None`` budget
-    fields take the flags' values.
-    """
-
-    api_url: str
-    token: Secret
-    account_ids: tuple[str, ...]
-    name: str = DEFAULT_CREDENTIAL
-    api_rate_limit: int | None = None
-    api_reserve: int | None = None
-
-
-def targets_from(config: Config) -> tuple[Target, ...]:
-    """One target per configured credential (the flags make one named ``default``)."""
-    return tuple(
-        Target(
-            config.api_url,
-            c.token,
-            c.account_ids,
-            name=c.name,
-            api_rate_limit=c.api_rate_limit,
-            api_reserve=c.api_reserve,
-        )
-        for c in config.credentials
-    )
-
-
 class Exporter:
     """The daemon: everything the process runs, built from a :class:`Config`."""
 
     def __init__(
         self,
         config: Config,
-        target: Target | Sequence[Target],
+        credentials: Credential | Sequence[Credential] = (),
         *,
         web: WebConfig | None = None,
     ) -> None:
         self.config = config
         self.web = web
-        self.targets = (target,) if isinstance(target, Target) else tuple(target)
+        if isinstance(credentials, Credential):
+            credentials = (credentials,)
+        given = credentials or config.credentials
+        self.targets = tuple(c.for_interval(config.interval) for c in given)
         if not self.targets:
-            raise ValueError("an exporter needs at least one target")
+            raise ValueError("an exporter needs at least one credential")
         # Every token source in use, once each (SIGHUP re-reads them).
         self.tokens: tuple[Secret, ...] = tuple(
             {
@@ -109,8 +80,7 @@ class Exporter:
         self.limiters: dict[str, RateLimiter] = {}
         sources: list[Source] = []
         for t in self.targets:
-            rate = t.api_rate_limit if t.api_rate_limit is not None else config.api_rate_limit
-            reserve = t.api_reserve if t.api_reserve is not None else config.api_reserve
+            rate, reserve = t.api_rate_limit, t.api_reserve
             limiter = RateLimiter(
                 rate,
                 RATE_LIMIT_WINDOW,
@@ -130,13 +100,9 @@ class Exporter:
                 observer=self.metrics.for_credential(t.name),
                 cancel=self.cancel,
             )
-            budget = rate * config.interval / RATE_LIMIT_WINDOW
-            credential = Credential(
-                t.name, t.account_ids, budget, window_polls=RATE_LIMIT_WINDOW / config.interval
-            )
             self.metrics.add_budget(t.name, limiter)
             self.limiters[t.name] = limiter
-            sources.append(Source(credential, client, limiter))
+            sources.append(Source(t, client, limiter))
         self.sources = tuple(sources)
         self.limiter = sources[0].limiter
         self.client = sources[0].client
@@ -323,7 +289,7 @@ class Exporter:
         log.info(
             "do-exporter started",
             version=__version__,
-            listen_address=f"{self.config.listen_host or '0.0.0.0'}:{server.port}",
+            listen_address=format_address(self.config.listen_host, server.port),
             scheme=server.scheme,
             basic_auth=bool(self.web and self.web.auth),
             interval_seconds=self.config.interval,

@@ -413,4 +413,4 @@ def run_check(
 
 def demo_credential(token: str) -> Credential:
     """The credential ``--check --demo`` checks: the built-in simulator's token."""
-    return Credential(DEFAULT_CREDENTIAL, Secret(token))
+    return Credential(DEFAULT_CREDENTIAL, token=Secret(token))

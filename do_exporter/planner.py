@@ -34,6 +34,7 @@ from .analytics import (
     record_failure,
     skip,
 )
+from .config import Credential  # the one credential type, resolved by the config
 from .model import (
     GONE,
     AccountPoll,
@@ -97,20 +98,6 @@ class InFlight:
     listing: frozenset[str] = frozenset()  # accounts whose namespace list runs
     walks: Mapping[Key, WalkState] = field(default_factory=lambda: MappingProxyType({}))
     finished: Mapping[Key, Outcome] = field(default_factory=_frozen)  # not yet published
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """What the planner needs of one credential: its name, its accounts, its budget."""
-
-    name: str
-    account_ids: tuple[str, ...] = ()  # empty: discovered with GET /accounts
-    budget_per_poll: float | None = None  # requests one interval allows (None: no limit)
-    window_polls: float = 1.0  # polls per rate-limit window (window / interval)
-
-    @property
-    def discovers(self) -> bool:
-        return not self.account_ids
 
 
 # -- the start of a poll --------------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from do_exporter.app import Exporter, Target
-from do_exporter.config import Config, Secret
+from do_exporter.app import Exporter
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
 
@@ -39,7 +39,8 @@ def run_exporter() -> Iterator[Callable[..., Running]]:
         config = Config(
             listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=10.0, **overrides
         )  # type: ignore[arg-type]
-        exporter = Exporter(config, Target(sim.api_url, Secret(TOKEN), (ACCOUNT_A,)))
+        credential = Credential("default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=sim.api_url)
+        exporter = Exporter(config, credential)
         stop = threading.Event()
         thread = threading.Thread(target=exporter.run, args=(stop,), daemon=True)
         thread.start()

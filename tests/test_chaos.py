@@ -34,9 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from requests.adapters import HTTPAdapter
 
 import do_exporter.app as app_module
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.cloudflare import CloudflareClient, RetryPolicy
-from do_exporter.config import Config, Secret
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.simulator import Scenario, Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
 from tests.ports import free_port
@@ -229,7 +229,10 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
             api_timeout=config.pop("api_timeout", 5.0),
             **config,
         )
-        exporter = Exporter(cfg, Target(api_url, Secret(TOKEN), (ACCOUNT_A,)))
+        credential = Credential(
+            "default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=api_url
+        )
+        exporter = Exporter(cfg, credential)
         adapter = InFlight()
         exporter.session.mount("http://", adapter)
         stop = threading.Event()
