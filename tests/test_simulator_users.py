@@ -12,7 +12,7 @@ import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
 from do_exporter.simulator.budget import UserBudget
-from tests.support import FakeClock, simulators
+from tests.support import SAFETY_TIMEOUT, FakeClock, simulators
 
 ACC = "0123456789abcdef0123456789abcdef"
 NS = "11111111111111111111111111111111"
@@ -57,7 +57,9 @@ def get(
     http: requests.Session, sim: Simulator, token: str, path: str = "", **params: Any
 ) -> requests.Response:
     url = f"{sim.api_url}/accounts/{ACC}/workers/durable_objects/namespaces{path}"
-    return http.get(url, headers={"Authorization": f"Bearer {token}"}, params=params, timeout=10)
+    return http.get(
+        url, headers={"Authorization": f"Bearer {token}"}, params=params, timeout=SAFETY_TIMEOUT
+    )
 
 
 def r_and_t(response: requests.Response) -> tuple[int, int]:
