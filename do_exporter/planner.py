@@ -400,7 +400,7 @@ def publish(
     *,
     stall_seconds: float,
 ) -> Published:
-    """The next snapshot (pure): the staleness policy of DESIGN.md plus the account rule.
+    """The next snapshot (pure): the staleness policy (docs/architecture.md) plus the account rule.
 
     - Accounts: the credential's complete discovery answer decides which stay; without one
       (late, failed), every account polled before stays, marked failed if not listed.

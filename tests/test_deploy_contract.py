@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 P = "cloudflare_durable_objects_"
 E = P + "exporter_"
 
-# DESIGN.md's metric contract: name -> labels. `full_refresh_seconds` and
+# The metric contract (docs/architecture.md, Contracts): name -> labels. `full_refresh_seconds` and
 # `label_values_truncated_total`, `api_reserve_wait_seconds_total` and the `credential` label
 # are later additions, and so is the token health pair (README changelog). The usage
 # analytics families (issue 9) are at the end: names and label sets exactly as

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from do_exporter.simulator import Scenario, ScenarioError, demo_scenario, load_scenario
-from do_exporter.simulator.core import _objects_json
 from do_exporter.simulator.ids import (
     decode_cursor,
     encode_cursor,
@@ -23,6 +22,7 @@ from do_exporter.simulator.ids import (
     stored_count,
     stored_flags,
 )
+from do_exporter.simulator.pages import objects_json as _objects_json
 
 ACC = "0123456789abcdef0123456789abcdef"
 
