@@ -286,7 +286,7 @@ def cost_parts() -> dict[str, str]:
     """Estimated $ per namespace over the dashboard's time range, by billing component."""
     return {
         "requests": f"{usage_increase('requests_total')} / 1e6 * $price_requests",
-        "duration": f"{usage_increase('duration_gb_seconds_total')} / 1e6 * $price_gb_s",
+        "duration": f"{usage_increase('duration_gigabyte_seconds_total')} / 1e6 * $price_gb_s",
         "rows read": f"{usage_increase('rows_read_total')} / 1e6 * $price_rows_read",
         "rows written": f"{usage_increase('rows_written_total')} / 1e6 * $price_rows_written",
         "storage": f"max by ({BY_NS}) (avg_over_time({P}stored_bytes{{{NS}}}[$__range])) / 1e9"
@@ -779,7 +779,7 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
         timeseries(
             lay,
             "Duration (GB-s per second)",
-            [target(usage_rate("duration_gb_seconds_total"), legend)],
+            [target(usage_rate("duration_gigabyte_seconds_total"), legend)],
             description="Billable duration in GB-seconds per second: wall-clock time of "
             "active objects x 128 MB." + lag,
         )
@@ -834,10 +834,10 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
     out.append(
         timeseries(
             lay,
-            "Active WebSocket connections",
-            [target(f"max by ({BY_NS}) ({P}active_websocket_connections{{{NS}}})", legend)],
-            description="Most WebSocket connections open at once in each namespace during the "
-            "last counted window.",
+            "Busiest object's WebSocket connections",
+            [target(f"max by ({BY_NS}) ({P}busiest_object_websocket_connections{{{NS}}})", legend)],
+            description="Peak WebSocket connections of each namespace's busiest single object "
+            "in the last counted window (not a namespace total).",
         )
     )
     out.append(

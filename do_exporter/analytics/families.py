@@ -104,9 +104,10 @@ def _new() -> dict[str, Metric]:
                 "reported the namespace (not a namespace total).", labels=NS_LABELS),
         "stored": g(f"{PREFIX}_stored_bytes", "SQLite storage of the namespace, bytes (latest "
                     "window that reported it).", labels=NS_LABELS),
-        "wall_q": g(f"{PREFIX}_request_wall_time_seconds", "Wall-time percentiles of the "
-                    "namespace's requests over the last counted window.",
-                    labels=[*NS_LABELS, "quantile"]),
+        "wall_q": Metric(f"{PREFIX}_request_wall_time_seconds", "Wall time of the "
+                         "namespace's requests: percentiles over the last counted window; "
+                         "_sum and _count since the exporter started (sampled dataset: an "
+                         "estimate).", "summary"),
         "wall_max": g(f"{PREFIX}_request_wall_time_max_seconds", "Wall time of the "
                       "namespace's slowest request in the last counted window.",
                       labels=NS_LABELS),
@@ -166,7 +167,7 @@ def _namespaces(
     def labels(ns_id: str) -> list[str]:
         return [state.account_id, ns_id, names.get(ns_id, "")]
 
-    add = {k: f.add_metric for k, f in fams.items()}  # type: ignore[attr-defined]
+    add = {k: f.add_metric for k, f in fams.items() if k != "wall_q"}  # type: ignore[attr-defined]
     for ns_id in sorted(state.counters):
         usage, ls = state.counters[ns_id], labels(ns_id)
         for name, _, attr in COUNTERS:
@@ -182,11 +183,17 @@ def _namespaces(
         add["ws"](labels(ns_id), float(state.websockets[ns_id]))
     for ns_id in sorted(state.stored_bytes):
         add["stored"](labels(ns_id), float(state.stored_bytes[ns_id]))
+    wall = fams["wall_q"]
     for ns_id in sorted(state.latency):
-        lat = state.latency[ns_id]
+        lat, named = state.latency[ns_id], dict(zip(NS_LABELS, labels(ns_id), strict=True))
         for label, _ in QUANTILES:
             if label in lat.quantiles:
-                add["wall_q"]([*labels(ns_id), label], lat.quantiles[label] / 1e6)
+                value = lat.quantiles[label] / 1e6
+                wall.add_sample(wall.name, {**named, "quantile": label}, value)
+        usage = state.counters.get(ns_id)
+        if usage is not None:
+            wall.add_sample(wall.name + "_sum", named, usage.wall_time_seconds)
+            wall.add_sample(wall.name + "_count", named, float(usage.requests))
         add["wall_max"](labels(ns_id), lat.max_us / 1e6)
 
 
