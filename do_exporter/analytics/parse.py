@@ -250,19 +250,10 @@ def parse_analytics(
     account = account_of(body, status)
     if isinstance(account, AnalyticsError):
         return account
-    missing = [a for a in require if not isinstance(account.get(a), list)]
-    if missing:
-        return invalid(f"{missing[0]} ({DATASETS.get(missing[0], '?')}) missing from the answer")
-    paged: dict[str, list[Row]] = {}
-    dropped = 0
-    last_ids: list[str] = []
-    for alias in PAGED:
-        got = _rows(account, alias, page_size)
-        if isinstance(got, AnalyticsError):
-            return got
-        paged[alias], n, last = got
-        dropped += n
-        last_ids += [last] if last is not None else []
+    got = _paged(account, page_size, require)
+    if isinstance(got, AnalyticsError):
+        return got
+    paged, dropped, last_ids = got
     parts = [
         _usage(paged),
         _maxes(paged[PERIODIC], "activeWebsocketConnections", PERIODIC),
@@ -292,6 +283,26 @@ def parse_analytics(
         hot_cpu=hot_cpu[0],  # type: ignore[index]
         dropped=dropped,
     )
+
+
+def _paged(
+    account: Mapping[str, Any], page_size: int, require: Collection[str]
+) -> tuple[dict[str, list[Row]], int, list[str]] | AnalyticsError:
+    """The rows of the paged datasets, the rows dropped, and the last ids of full pages."""
+    missing = [a for a in require if not isinstance(account.get(a), list)]
+    if missing:
+        return invalid(f"{missing[0]} ({DATASETS.get(missing[0], '?')}) missing from the answer")
+    paged: dict[str, list[Row]] = {}
+    dropped = 0
+    last_ids: list[str] = []
+    for alias in PAGED:
+        got = _rows(account, alias, page_size)
+        if isinstance(got, AnalyticsError):
+            return got
+        paged[alias], n, last = got
+        dropped += n
+        last_ids += [last] if last is not None else []
+    return paged, dropped, last_ids
 
 
 def _usage(paged: Mapping[str, list[Row]]) -> Mapping[str, NamespaceUsage] | AnalyticsError:
