@@ -434,3 +434,22 @@ def test_simulator_object_rows_add_up_to_the_namespace_and_top_n_is_ordered(
     top3 = a.fetch_usage(lambda b: _post(sim, b), ACCOUNT_A, window, top_objects=3)
     assert isinstance(top3, AccountUsage) and top3.hot_requests is not None
     assert [h.value for h in top3.hot_requests] == values[:3]
+
+
+def test_a_lone_surrogate_never_reaches_rendering_when_the_list_failed() -> None:
+    """Issue 16 item 3: the namespace list failed in the same poll (no names), and the
+    GraphQL answer carries "\\ud800" as a namespaceId: the exposition renders, the row is
+    counted as dropped."""
+    from types import MappingProxyType
+
+    from do_exporter.collector import render
+    from do_exporter.model import AccountSnapshot, Snapshot
+
+    doc = json.loads(json.dumps(answer()).replace(NS1, "\\ud800"))
+    state = counted(doc)
+    snap = Snapshot(
+        accounts=(AccountSnapshot(ACCOUNT_A, (), namespaces_listed=False),),
+        analytics=MappingProxyType({ACCOUNT_A: state}),
+    )
+    text = render(snap).decode("utf-8")
+    assert "analytics_dropped_rows_total" in text and "\ud800" not in text

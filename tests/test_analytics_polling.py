@@ -179,3 +179,39 @@ def test_a_transient_error_is_asked_again_within_the_poll(
     for account in (ACCOUNT_A, ACCOUNT_B):
         assert state[account].queries["failure"] == 0
         assert state[account].watermark == (before.watermark or 0) + 60
+
+
+def test_settings_are_read_at_start_up_then_hourly_and_shape_windows_and_pages(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """The plan's limits come from settings, per account, at start-up and hourly: a plan
+    that allows 10 minutes a query gives up the older part of a 20-minute gap (the 1-day
+    default would not); pages within the plan's page size are tested in
+    test_analytics_objects.py."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)], ACCOUNT_B: [ns(3, 5)]}))
+    clock = Clock()
+    sim.graphql.clock = clock
+    sim.graphql.max_duration = 600
+    client = make_client(sim.api_url)
+    asked: list[str] = []
+    graphql = client.graphql
+
+    def recording(account_id: str, body: Any) -> Any:
+        asked.append(body["query"].split("(", 1)[0].split()[-1])
+        return graphql(account_id, body)
+
+    client.graphql = recording
+    poller = Poller(client, account_ids=(ACCOUNT_A, ACCOUNT_B), analytics=PLAN, clock=clock)
+    snap = poller.poll(Snapshot())
+    assert sorted(asked) == ["DurableObjectsLimits"] * 2 + ["DurableObjectsUsage"] * 2
+    asked.clear()
+    clock.now += 20 * 60
+    snap = poller.poll(snap)
+    assert "DurableObjectsLimits" not in asked  # within the hour: usage only
+    state = snap.analytics[ACCOUNT_A]
+    assert state.skipped_seconds == 10 * 60 and state.watermark is not None
+    assert state.watermark - state.first_start - state.skipped_seconds == 60 + 600  # type: ignore[operator]
+    asked.clear()
+    clock.now += 3600
+    poller.poll(snap)
+    assert asked.count("DurableObjectsLimits") == 2  # an hour later: read again

@@ -102,6 +102,7 @@ def fetch_usage(
         body = build_request(
             account_id, window, after=after, page_size=page_size,
             top_objects=top_objects, groups=groups, max_page_size=limits.max_page_size,
+            max_duration=limits.max_duration,
         )  # fmt: skip
         asked = aliases(top_objects=top_objects, groups=groups, first=after == "")
         require = [a for a in asked if a not in BASE]  # status, top-N: when asked for

@@ -164,15 +164,18 @@ def build_request(
     top_objects: int = DEFAULT_TOP_OBJECTS,
     groups: Collection[str] = GROUPS,
     max_page_size: int = 10_000,
+    max_duration: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /graphql`` for one page of one account's window.
 
     The top-N aliases ride on the first page only (``after == ""``); ``top_objects`` is
-    clamped to ``0..100`` and 0 leaves them out.
+    clamped to ``0..100`` (and the plan's page size) and 0 leaves them out.
     """
-    top = max(0, min(MAX_TOP_OBJECTS, int(top_objects)))
+    top = max(0, min(MAX_TOP_OBJECTS, int(top_objects), max_page_size))
     first = after == ""
     storage_start = (window.end // 3600) * 3600 - 3600
+    if max_duration is not None:  # the storage alias spans up to two hours: within the plan
+        storage_start = max(storage_start, window.end - max_duration)
     variables: dict[str, Any] = {
         "accountTag": account_id,
         "start": _iso(window.start),

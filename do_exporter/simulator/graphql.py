@@ -545,6 +545,10 @@ class GraphQLEndpoint:
         self._seed = seed
         self.budget = budget
         self.budget_window = budget_window
+        # The node limits served by settings and enforced (settable, for tests).
+        self.max_duration = MAX_DURATION
+        self.not_older_than = NOT_OLDER_THAN
+        self.max_page_size = MAX_PAGE_SIZE
         self._budgets: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, NamespaceSpec], _Model] = {}
@@ -679,8 +683,16 @@ class GraphQLEndpoint:
         for name in _DATASETS:
             account.fields[name].resolve = self._dataset_resolver(name)
         account.fields["settings"].resolve = lambda _s, _i: dict.fromkeys(
-            (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), _SETTINGS
+            (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), self._settings()
         )
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **_SETTINGS,
+            "maxDuration": self.max_duration,
+            "maxPageSize": self.max_page_size,
+            "notOlderThan": self.not_older_than,
+        }
 
     def _accounts(
         self, _source: Any, info: GraphQLResolveInfo[Any], filter: Mapping[str, Any] | None = None
@@ -724,9 +736,10 @@ class GraphQLEndpoint:
         context: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         now: float = context["now"]
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_PAGE_SIZE:
+        page = self.max_page_size
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= page:
             raise _QueryError(
-                f"limit must be positive number and not greater than {MAX_PAGE_SIZE}", "bad_request"
+                f"limit must be positive number and not greater than {page}", "bad_request"
             )
         fields_asked = sum(_leaf_count(node.selection_set, info) for node in info.field_nodes)
         if fields_asked > MAX_FIELDS:
@@ -735,10 +748,12 @@ class GraphQLEndpoint:
         if flt.lower is None:
             raise _QueryError("a time range filter (e.g. datetime_geq) is required", "bad_request")
         upper = flt.upper if flt.upper is not None else math.floor(now)
-        if upper - flt.lower > MAX_DURATION:
-            raise _QueryError(f"query time range is too large (max {MAX_DURATION}s)", "bad_request")
-        if flt.lower < now - NOT_OLDER_THAN:
-            raise _QueryError(f"cannot request data older than {NOT_OLDER_THAN}s", "bad_request")
+        if upper - flt.lower > self.max_duration:
+            message = f"query time range is too large (max {self.max_duration}s)"
+            raise _QueryError(message, "bad_request")
+        if flt.lower < now - self.not_older_than:
+            message = f"cannot request data older than {self.not_older_than}s"
+            raise _QueryError(message, "bad_request")
         dims = _dimensions(info)
         unknown = [d for d in dims if d not in dataset.dims]
         if unknown:
