@@ -121,7 +121,8 @@ def test_hot_objects_latency_and_status_are_exported_with_their_units() -> None:
     state = counted(answer())
     reg = registry_of(state, {ACCOUNT_A: [Namespace(NS1, name="chat_Room")]})
     labels = {"account_id": ACCOUNT_A, "namespace_id": NS1, "namespace_name": "chat_Room"}
-    rps = reg.get_sample_value(P + "hot_object_requests_per_second", {**labels, "object_id": obj(1)})
+    one = {**labels, "object_id": obj(1)}
+    rps = reg.get_sample_value(P + "hot_object_requests_per_second", one)
     assert rps == 60 / 300
     cpu = reg.get_sample_value(P + "hot_object_cpu_ratio", {**labels, "object_id": obj(2)})
     assert cpu == 240 / 300  # 240 CPU seconds over 300 s: 80% of its thread
@@ -146,7 +147,8 @@ def test_an_object_leaving_the_top_loses_its_series_and_statuses_accumulate() ->
     name = P + "hot_object_requests_per_second"
     assert reg.get_sample_value(name, {**base, "object_id": obj(1)}) is None
     assert reg.get_sample_value(name, {**base, "object_id": obj(3)}) == 6 / 60
-    assert reg.get_sample_value(P + "requests_by_status_total", {**base, "status": "success"}) == 180
+    success = {**base, "status": "success"}
+    assert reg.get_sample_value(P + "requests_by_status_total", success) == 180
 
 
 def test_bad_ids_and_text_are_dropped_and_counted_never_a_crash() -> None:
@@ -168,7 +170,8 @@ def test_bad_ids_and_text_are_dropped_and_counted_never_a_crash() -> None:
     assert NS1 in state.counters and "\ud800" not in state.counters
     text = generate_latest(registry_of(state, {}))  # no namespace list at all
     assert b"\\ud800" not in text and "\ud800".encode("utf-8", "surrogatepass") not in text
-    assert f'{P}exporter_analytics_dropped_rows_total{{account_id="{ACCOUNT_A}"}} 6.0'.encode() in text
+    dropped = f'{P}exporter_analytics_dropped_rows_total{{account_id="{ACCOUNT_A}"}} 6.0'
+    assert dropped.encode() in text
 
 
 def test_a_page_cut_inside_a_namespaces_statuses_leaves_them_to_the_next_page() -> None:
@@ -355,7 +358,8 @@ def test_limits_are_read_once_then_hourly_and_shape_pages() -> None:
     a.fetch_usage(usage, ACCOUNT_A, W, limits=got)
     assert bodies[0]["variables"]["limit"] == 2 and bodies[0]["variables"]["statusLimit"] == 2
     failing = LimitsBook()
-    assert isinstance(failing.refresh(lambda _b: _error("internal"), ACCOUNT_A, 0.0), AnalyticsError)
+    refused = failing.refresh(lambda _b: _error("internal"), ACCOUNT_A, 0.0)
+    assert isinstance(refused, AnalyticsError)
     assert failing.limits(ACCOUNT_A) == a.DEFAULT_LIMITS and failing.due(ACCOUNT_A, 1.0)
 
 

@@ -210,7 +210,8 @@ def test_settings_are_read_at_start_up_then_hourly_and_shape_windows_and_pages(
     assert "DurableObjectsLimits" not in asked  # within the hour: usage only
     state = snap.analytics[ACCOUNT_A]
     assert state.skipped_seconds == 10 * 60 and state.watermark is not None
-    assert state.watermark - state.first_start - state.skipped_seconds == 60 + 600  # type: ignore[operator]
+    assert state.first_start is not None
+    assert state.watermark - state.first_start - state.skipped_seconds == 60 + 600
     asked.clear()
     clock.now += 3600
     poller.poll(snap)

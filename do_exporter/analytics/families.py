@@ -3,9 +3,9 @@
 The names, help texts and labels below are the contract that
 ``do_exporter/metrics/contract.py`` declares; once it is merged the builders read it.
 
-Example (one account, one namespace)::
+Example (one account, one namespace; ``NS`` stands for its three labels)::
 
-    cloudflare_durable_objects_requests_total{account_id="0123...",namespace_id="ab12...",namespace_name="counter"} 5230.0
+    cloudflare_durable_objects_requests_total{NS} 5230.0
     cloudflare_durable_objects_requests_by_status_total{...,status="success"} 5180.0
     cloudflare_durable_objects_request_wall_time_seconds{...,quantile="0.99"} 0.048
     cloudflare_durable_objects_hot_object_cpu_ratio{...,object_id="9f3e..."} 0.62
@@ -148,17 +148,18 @@ def _build(
 
 def _account(fams: Mapping[str, Metric], state: AnalyticsState) -> None:
     acc = [state.account_id]
+    add = {k: f.add_metric for k, f in fams.items() if k != "wall_q"}  # type: ignore[attr-defined]
     for result in RESULTS:
-        fams["queries"].add_metric([*acc, result], float(state.queries.get(result, 0)))  # type: ignore[attr-defined]
-    fams["skipped"].add_metric(acc, float(state.skipped_seconds))  # type: ignore[attr-defined]
-    fams["dropped"].add_metric(acc, float(state.dropped_rows))  # type: ignore[attr-defined]
+        add["queries"]([*acc, result], float(state.queries.get(result, 0)))
+    add["skipped"](acc, float(state.skipped_seconds))
+    add["dropped"](acc, float(state.dropped_rows))
     if state.watermark is None:
         return
-    fams["watermark"].add_metric(acc, float(state.watermark))  # type: ignore[attr-defined]
+    add["watermark"](acc, float(state.watermark))
     if state.last_success_at is not None:
-        fams["last_success"].add_metric(acc, state.last_success_at)  # type: ignore[attr-defined]
+        add["last_success"](acc, state.last_success_at)
     if state.account_stored_bytes is not None:
-        fams["account_stored"].add_metric(acc, float(state.account_stored_bytes))  # type: ignore[attr-defined]
+        add["account_stored"](acc, float(state.account_stored_bytes))
 
 
 def _namespaces(
@@ -205,4 +206,5 @@ def _hot(fams: Mapping[str, Metric], state: AnalyticsState, names: Mapping[str, 
         for obj in objs:
             labels = [state.account_id, obj.namespace_id, names.get(obj.namespace_id, ""),
                       obj.object_id]  # fmt: skip
-            fams[key].add_metric(labels, obj.value * scale / hot.seconds)  # type: ignore[attr-defined]
+            value = obj.value * scale / hot.seconds
+            fams[key].add_metric(labels, value)  # type: ignore[attr-defined]

@@ -136,7 +136,9 @@ def as_usage(
     return parse_analytics(answer, page_size=page_size, require=require)
 
 
-def fetch_limits(send: Send, account_id: str, *, retry: Retry = NO_RETRY) -> NodeLimits | AnalyticsError:
+def fetch_limits(
+    send: Send, account_id: str, *, retry: Retry = NO_RETRY
+) -> NodeLimits | AnalyticsError:
     """The plan's limits for the account's datasets, from ``settings``."""
 
     def ask() -> NodeLimits | AnalyticsError:

@@ -313,7 +313,8 @@ def _usage(paged: Mapping[str, list[Row]]) -> Mapping[str, NamespaceUsage] | Ana
             if isinstance(sums, AnalyticsError):
                 return sums
             usage.setdefault(ns_id, {}).update(sums)
-    return frozen({ns: NamespaceUsage(**values) for ns, values in usage.items()})  # type: ignore[arg-type]
+    built = {ns: NamespaceUsage(**values) for ns, values in usage.items()}  # type: ignore[arg-type]
+    return frozen(built)
 
 
 def _maxes(rows: list[Row], api_name: str, alias: str) -> Mapping[str, int] | AnalyticsError:

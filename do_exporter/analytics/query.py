@@ -76,7 +76,8 @@ def _query(latency: bool, status: bool, hot: bool) -> str:
     parts = [
         _alias(INVOCATIONS, _PAGE_FILTER, "$limit", "namespaceId_ASC", """
         dimensions { namespaceId }
-        sum { requests errors wallTime responseBodySize }""" + (_LATENCY_FIELDS if latency else "")),
+        sum { requests errors wallTime responseBodySize }"""
+            + (_LATENCY_FIELDS if latency else "")),
         _alias(PERIODIC, _PAGE_FILTER, "$limit", "namespaceId_ASC", """
         dimensions { namespaceId }
         sum {
@@ -99,7 +100,8 @@ def _query(latency: bool, status: bool, hot: bool) -> str:
         dimensions { namespaceId status }
         sum { requests }"""))  # fmt: skip
     if hot:
-        parts.append(_alias(HOT_REQUESTS, _WINDOW_FILTER, "$top", "sum_requests_DESC, objectId_ASC", """
+        by_requests = "sum_requests_DESC, objectId_ASC"
+        parts.append(_alias(HOT_REQUESTS, _WINDOW_FILTER, "$top", by_requests, """
         dimensions { namespaceId objectId }
         sum { requests }"""))  # fmt: skip
         parts.append(_alias(HOT_CPU, _WINDOW_FILTER, "$top", "sum_cpuTime_DESC, objectId_ASC", """

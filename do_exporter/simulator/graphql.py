@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ from graphql import (
 )
 
 from do_exporter.simulator.responses import Response
-from do_exporter.simulator.traffic import Traffic, traffic_from_dict
+from do_exporter.simulator.traffic import Traffic, traffic_from_dict  # noqa: F401 (re-export)
 
 if TYPE_CHECKING:
     from do_exporter.simulator.faults import Fault
@@ -759,7 +759,9 @@ class GraphQLEndpoint:
         if unknown:
             raise _QueryError(f"the simulator cannot group by {unknown[0]}", "unsupported")
         specs = self._namespaces(account_id) or ()
-        split = frozenset(d for d in ("objectId", "status") if d in dims or _mentions(raw_filter, d))
+        split = frozenset(
+            d for d in ("objectId", "status") if d in dims or _mentions(raw_filter, d)
+        )
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         first = (flt.lower // dataset.grain) * dataset.grain
         last = min(upper, math.floor(now))
