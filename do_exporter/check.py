@@ -32,7 +32,7 @@ from typing import TextIO
 
 import requests
 
-from .analytics import AnalyticsError, Window, build_request, floor_minute
+from .analytics import AnalyticsError, Window, as_usage, build_request, floor_minute
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -293,9 +293,9 @@ def check_account(
                 out.append(Result(account_id, OBJECTS, OK))
     if analytics:
         end = floor_minute(now - ANALYTICS_DELAY)
-        body = build_request(account_id, Window(end - 60, end), page_size=1)
+        body = build_request(account_id, Window(end - 60, end), page_size=1, groups=())
         try:
-            answer = client.graphql(account_id, body)
+            answer = as_usage(client.graphql(account_id, body), page_size=1)
         except CloudflareAPIError as exc:
             out.append(Result(account_id, ANALYTICS, FAILED, str(exc)))
         else:

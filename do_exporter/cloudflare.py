@@ -30,7 +30,7 @@ import structlog
 import urllib3
 
 from . import __version__
-from .analytics import AccountUsage, AnalyticsError, parse_analytics
+from .analytics import AnalyticsError, decode_answer
 from .config import Secret
 from .model import Account, Namespace, ObjectCount
 from .ratelimit import Cancelled, Lane, RateLimiter
@@ -738,13 +738,15 @@ class CloudflareClient:
         params = {"limit": OBJECTS_PROBE_LIMIT}
         return self._request("objects", path, params, context, parse_objects_page, Lane.CONTROL)
 
-    def graphql(self, account_id: str, body: Mapping[str, Any]) -> AccountUsage | AnalyticsError:
-        """One ``POST /graphql`` page of an account's usage (see :mod:`do_exporter.analytics`).
+    def graphql(
+        self, account_id: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any] | AnalyticsError:
+        """One ``POST /graphql`` of an account (see :mod:`do_exporter.analytics`).
 
         Paced by the GraphQL limiter (Cloudflare's GraphQL budget is separate from the REST
-        one); 429 and 5xx are retried like any request. An answer, errors in a 200 included,
-        comes back parsed: :class:`AccountUsage`, or :class:`AnalyticsError` when GraphQL
-        said no (a missing permission among them). Raises :class:`CloudflareAPIError` when
+        one); 429 and 5xx are retried like any request. An answer comes back as its decoded
+        JSON document (errors in a 200 included, for the analytics parsers to read), or
+        :class:`AnalyticsError` when it is not JSON or has an error status. Raises :class:`CloudflareAPIError` when
         no answer came (transport, retries exhausted).
         """
         context = {"account_id": account_id}
@@ -1074,13 +1076,15 @@ class CloudflareClient:
             )
 
 
-def _parse_graphql(status: int, body: bytes, cf_ray: str | None) -> AccountUsage | AnalyticsError:
+def _parse_graphql(
+    status: int, body: bytes, cf_ray: str | None
+) -> Mapping[str, Any] | AnalyticsError:
     """A GraphQL answer; only statuses worth a retry (429, 5xx) raise, to be retried."""
     if status == 429 or status >= 500:
         raise CloudflareAPIError(
             "GraphQL request failed", endpoint="graphql", kind="http", status=status, cf_ray=cf_ray
         )
-    return parse_analytics(body, status=status)
+    return decode_answer(body, status=status)
 
 
 def _list_parser(

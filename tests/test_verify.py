@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import ACCOUNT_A, ACCOUNT_B, ns
 
-from do_exporter.analytics import AnalyticsError, Window, build_request
+from do_exporter.analytics import AnalyticsError, Window, as_usage, build_request
 from do_exporter.cloudflare import (
     ACCOUNT_OWNED,
     INVALID_TOKEN,
@@ -147,7 +147,7 @@ def test_graphql_denied_is_an_answer(sim: Simulator, make_client: MakeClient) ->
         }
     )
     with Simulator(sim_token_only_read, start_time=NOW) as other:
-        answer = make_client(other.api_url, USER).graphql(ACCOUNT_A, body)
+        answer = as_usage(make_client(other.api_url, USER).graphql(ACCOUNT_A, body))
     assert isinstance(answer, AnalyticsError) and answer.permission_denied
     assert answer.status == 200
     allowed = make_client(sim.api_url, USER).graphql(ACCOUNT_A, body)
