@@ -26,19 +26,6 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 PER_ACCOUNT = {name for name, labels in CONTRACT.items() if "account_id" in labels}
 PER_NAMESPACE = {name for name, labels in CONTRACT.items() if "namespace_name" in labels}
 COUNTERS = {name for name in CONTRACT if name.endswith("_total")}
-# Families the dashboard reads that other round-3 branches add or rename (issue 18: the hot
-# objects, wall-time percentiles and requests by status; `active_websocket_connections` and
-# `duration_gb_seconds_total` renamed). test_deploy_contract.CONTRACT learns them when those
-# branches are merged; from then on this set must be empty (delete it and its uses).
-PENDING = {
-    P + "hot_object_requests_per_second",
-    P + "hot_object_cpu_ratio",
-    P + "request_wall_time_seconds",
-    P + "request_wall_time_max_seconds",
-    P + "requests_by_status_total",
-    P + "busiest_object_websocket_connections",
-    P + "duration_gigabyte_seconds_total",
-}
 RENAMED = {P + "active_websocket_connections", P + "duration_gb_seconds_total"}
 PRICES = ["price_requests", "price_gb_s", "price_rows_read", "price_rows_written",
           "price_gb_month"]  # fmt: skip
@@ -187,7 +174,7 @@ def test_queries_only_use_exported_metrics() -> None:
         if v["type"] == "query"
     ]
     for expr in exprs:
-        assert unknown_metrics(expr) - PENDING == set(), expr
+        assert unknown_metrics(expr) == set(), expr
     used = set().union(*(metric_names(e) for e in exprs))
     assert {P + "objects", P + "objects_with_stored_data", P + "namespace_info"} <= used
     assert used & RENAMED == set(), "a panel reads a family under its old name"

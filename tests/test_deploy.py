@@ -339,13 +339,6 @@ needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
     reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)",
 )
-# Issue 18 renames `duration_gb_seconds_total` (promtool dislikes the abbreviated unit) on
-# another round-3 branch. Until that is merged this is check.sh's one finding; afterwards the
-# xfail below can no longer trigger and check.sh must pass.
-PENDING_FINDING = (
-    "cloudflare_durable_objects_duration_gb_seconds_total metric names should not contain "
-    "abbreviated units"
-)
 
 
 @needs_promtool
@@ -359,9 +352,6 @@ def test_check_sh_finds_the_interpreter_and_passes(tmp_path: Path) -> None:
         timeout=300,
     )  # fmt: skip
     output = run.stdout + run.stderr
-    metrics_part = output.split("== promtool check metrics", 1)[-1].splitlines()[1:]
-    if run.returncode != 0 and [line for line in metrics_part if line.strip()] == [PENDING_FINDING]:
-        pytest.xfail("duration_gb_seconds_total: renamed by issue 18 on another branch")
     assert run.returncode == 0, output
     assert "check.sh: all checks passed" in output
 
