@@ -2,7 +2,8 @@
 
 bcrypt is slow on purpose (tens to hundreds of milliseconds of CPU a check). Without a
 bound, 300 clients sending wrong passwords kept the exporter at 1.93 cores and Prometheus'
-scrapes at 3 s. :class:`AuthGuard` wraps :class:`~.webconfig.BasicAuth` and promises:
+scrapes at 3 s. :class:`AuthGuard` wraps the password check (:class:`~.webconfig.BasicAuth`)
+and promises:
 
 - **A password once accepted costs nothing again**: a successful check is remembered (by a
   SHA-256 of the header, never the password itself), and a remembered header is never
@@ -29,12 +30,18 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from .clock import SYSTEM, Clock
-from .webconfig import BasicAuth
 
 MAX_REMEMBERED = 1024  # accepted headers remembered (forgotten all at once beyond)
 MAX_CLIENTS = 4096  # client addresses whose failures are counted (the oldest forgotten)
+
+
+class PasswordCheck(Protocol):
+    """What is guarded: :class:`~.webconfig.BasicAuth` (bcrypt), or a fake in tests."""
+
+    def check(self, header: str | None) -> bool: ...
 
 
 class Verdict(enum.Enum):
@@ -71,7 +78,7 @@ class AuthGuard:
 
     def __init__(
         self,
-        auth: BasicAuth,
+        auth: PasswordCheck,
         *,
         limits: AuthLimits = AuthLimits(),
         clock: Clock = SYSTEM,

@@ -28,7 +28,7 @@ MakeSim = Callable[..., Simulator]
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_EXPORTER_"))}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_"))}
 
 
 def test_the_inbox_collects_a_storm_without_running_python_in_the_handler() -> None:
