@@ -499,7 +499,7 @@ def signal_storm(sig: int, *, bursts: bool, limit_s: float) -> Row:
     """``--demo``, ready; then 20,000 signals as fast as one process sends them (or, with
     ``bursts``, 100 bursts of 3 signals 20 ms apart). Then: alive? scrapes? For SIGHUP, a
     SIGTERM afterwards: exit status and time."""
-    with exporter(limit_s, 3072) as (port, proc, watch):
+    with exporter(limit_s, 3072) as (port, proc, _watch):
         sent, started = 0, time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             for _ in range(100) if bursts else range(1):
@@ -581,9 +581,9 @@ def password_flood(port: int, *, clients: int = 300, seconds: float = 20.0) -> R
 
 
 def non_readers(port: int, *, per_second: float = 40.0, seconds: float = 20.0) -> Row:
-    """A stream of clients (``per_second``) that ask for ``/metrics`` (uncompressed, with a
-    4 KiB receive buffer) and never read the answer, each holding its connection open; a
-    scrape every 0.5 s meanwhile."""
+    """A stream of clients (``per_second``) that each pipeline 200 requests for ``/metrics``
+    (uncompressed: megabytes of answers, more than the socket buffers hold) and never read
+    the answers, holding their connections open; a scrape every 0.5 s meanwhile."""
     stop = threading.Event()
     socks: list[socket.socket] = []
 
@@ -593,7 +593,7 @@ def non_readers(port: int, *, per_second: float = 40.0, seconds: float = 20.0) -
                 sock = socket.socket()
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 sock.connect((HOST, port))
-                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
                 socks.append(sock)
             stop.wait(1 / per_second)
 

@@ -141,10 +141,8 @@ class Exporter:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self._client_factory, self._limiter_factory = client_factory, limiter_factory
+        self.limiters: dict[str, RateLimiter] = {}  # by credential name, filled by _source
         self.sources = tuple(self._source(t) for t in self.targets)
-        self.limiters: dict[str, RateLimiter] = {
-            s.credential.name: s.limiter for s in self.sources
-        }
         self.limiter = self.sources[0].limiter
         self.client = self.sources[0].client
         self.poller = Poller(
@@ -189,6 +187,7 @@ class Exporter:
         polls = RATE_LIMIT_WINDOW / config.interval  # polls per rate-limit window
         credential = Credential(target.name, target.account_ids, budget, window_polls=polls)
         self.metrics.add_budget(target.name, limiter)
+        self.limiters[target.name] = limiter
         return Source(credential, client, limiter)
 
     # -- polling --------------------------------------------------------------------------

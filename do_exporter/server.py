@@ -38,7 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -77,7 +77,7 @@ class Limits:
     max_answering: int = 256  # answers written at once (threads)
     worker_idle: float = 60.0  # seconds an idle answer thread is kept
     shed_after: float = 1.0  # all threads busy: an answer this old gives way to a new one
-    auth: AuthLimits = AuthLimits()  # failed password checks (see do_exporter.authguard)
+    auth: AuthLimits = field(default_factory=AuthLimits)  # failed password checks
 
 
 class _Conn:
@@ -382,25 +382,11 @@ class MetricsServer:
             self._send(conn, request, status, TEXT, b"", True, extra=extra, close=True)
             return False
         path = request.target.split("?", 1)[0]
-        verdict = Verdict.ALLOWED
         if self.auth is not None:
             verdict = self.auth.check(request.headers.get("authorization"), conn.address)
-        if verdict is not Verdict.ALLOWED:
-            limited = verdict is Verdict.LIMITED
-            self._send(
-                conn,
-                request,
-                HTTPStatus.TOO_MANY_REQUESTS if limited else HTTPStatus.UNAUTHORIZED,
-                TEXT,
-                b"too many failed logins\n" if limited else b"unauthorized\n",
-                send_body,
-                extra=(
-                    ("Retry-After", str(self.auth.retry_after())) if limited and self.auth
-                    else ("WWW-Authenticate", 'Basic realm="do-exporter"'),
-                ),
-                close=not keep,
-            )  # fmt: skip
-            return keep
+            if verdict is not Verdict.ALLOWED:
+                self._deny(conn, request, limited=verdict is Verdict.LIMITED, keep=keep)
+                return keep
         if path == "/metrics":
             gzipped = "gzip" in request.header("accept-encoding").lower()
             body = self._metrics(gzipped)
@@ -433,6 +419,18 @@ class MetricsServer:
                 close=not keep,
             )  # fmt: skip
         return keep
+
+    def _deny(self, conn: _Conn, request: Request, *, limited: bool, keep: bool) -> None:
+        """401 for a failed password check, 429 for one refused by the limits."""
+        assert self.auth is not None
+        if limited:
+            status, text = HTTPStatus.TOO_MANY_REQUESTS, b"too many failed logins\n"
+            extra = ("Retry-After", str(self.auth.retry_after()))
+        else:
+            status, text = HTTPStatus.UNAUTHORIZED, b"unauthorized\n"
+            extra = ("WWW-Authenticate", 'Basic realm="do-exporter"')
+        send_body = request.method != "HEAD"
+        self._send(conn, request, status, TEXT, text, send_body, extra=(extra,), close=not keep)
 
     def _send(
         self,

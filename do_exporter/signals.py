@@ -9,7 +9,7 @@ overflows under a storm of signals. So here:
 - ``signal.set_wakeup_fd`` makes the C-level handler write each signal's number to one end
   of a socket pair (without blocking: when the pipe is full, bytes are dropped, which only
   coalesces a storm);
-- the Python-level handler is a C function that does nothing (``{}.get``): it runs no Python
+- the Python-level handler is a C function that does nothing (``dict.get``): it runs no Python
   bytecode, so it cannot be interrupted, takes no lock and allocates nothing;
 - the main thread blocks in :meth:`Inbox.wait` on the other end, reads what came and acts
   (stop, reload) outside any handler.
@@ -31,7 +31,8 @@ from types import TracebackType
 
 # The Python-level handler: a C callable taking (signum, frame) that returns at once. A Python
 # function would run bytecode, between which another signal's handler can be started.
-_NOTHING = {}.get
+_NOBODY: dict[int, object] = {}
+_NOTHING = _NOBODY.get
 
 
 class Inbox:

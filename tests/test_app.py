@@ -63,10 +63,10 @@ class HeldCounts:
 def run_exporter() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def start(sim: Simulator, factory: Any = CloudflareClient, **overrides: object) -> Running:
+    def start(sim: Simulator, factory: Any = CloudflareClient, **overrides: Any) -> Running:
         config = Config(
             listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=10.0, **overrides
-        )  # type: ignore[arg-type]
+        )
         target = Target(sim.api_url, Secret(TOKEN), (ACCOUNT_A,))
         exporter = Exporter(config, target, client_factory=factory)
         stop = threading.Event()

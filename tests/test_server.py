@@ -6,7 +6,7 @@ import contextlib
 import gzip
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -240,16 +240,16 @@ def test_the_oldest_waiting_connection_is_closed_at_the_cap() -> None:
     srv.start()
     stalled: list[socket.socket] = []
 
-    def accepted(sock: socket.socket) -> bool:
+    def accepted(sock: socket.socket) -> Callable[[], bool]:
         port = sock.getsockname()[1]
-        return any(c.sock.getpeername()[1] == port for c in list(srv._waiting.values()))
+        return lambda: any(c.sock.getpeername()[1] == port for c in list(srv._waiting.values()))
 
     try:
         for _ in range(30):
             sock = socket.create_connection(("127.0.0.1", srv.port), timeout=SAFETY_TIMEOUT)
             sock.sendall(b"GET /")
             stalled.append(sock)
-            wait_until(lambda: accepted(sock), "the server accepted it (in this order)")
+            wait_until(accepted(sock), "the server accepted it (in this order)")
         healthz = requests.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=SAFETY_TIMEOUT)
         assert healthz.status_code == 200
         for sock in stalled[:10]:

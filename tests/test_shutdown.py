@@ -85,9 +85,7 @@ def hung_api(request: pytest.FixtureRequest) -> Iterator[HungAPI]:
 
 
 @pytest.mark.parametrize("hung_api", ["silent", "head", "body"], indirect=True)
-def test_sigterm_during_a_hung_token_verification_exits(
-    hung_api: HungAPI, tmp_path: Path
-) -> None:
+def test_sigterm_during_a_hung_token_verification_exits(hung_api: HungAPI, tmp_path: Path) -> None:
     """SIGTERM while the start-up verification waits on a silent or trickling API: the
     process exits with status 0 (today's main: 27 s, 58 s, and never for an endless head)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_"))}
@@ -114,4 +112,3 @@ def test_sigterm_during_a_hung_token_verification_exits(
     assert code == 0, log
     assert '"event": "stopped"' in log
     assert TOKEN not in log
-

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from conftest import ACCOUNT_A, ACCOUNT_B, ns
+from prometheus_client.parser import text_string_to_metric_families
 
 from do_exporter.analytics import AnalyticsError, Window, build_request
 from do_exporter.cloudflare import (
