@@ -47,6 +47,8 @@ log = structlog.get_logger("do_exporter.app")
 PER_SECOND_LIMIT = 100
 # A scheduled poll publishes what it has this long before the next one is due.
 DEADLINE_MARGIN = 0.1
+# Seconds shutdown waits, in all, for cancelled jobs to end (they are not waited for beyond).
+JOB_GRACE = 2.0
 
 
 class ClientFactory(Protocol):
@@ -161,6 +163,7 @@ class Exporter:
         self.port: int | None = None
         self._server: MetricsServer | None = None
         self._scheduler: BackgroundScheduler | None = None
+        self._executors: tuple[DaemonExecutor, ...] = ()
 
     def _source(self, target: Target) -> Source:
         """One credential's limiter, client and budget."""
@@ -343,8 +346,9 @@ class Exporter:
         self._scheduler.start()
 
     def _schedule(self) -> BackgroundScheduler:
+        self._executors = (DaemonExecutor("poll"), DaemonExecutor("verify"))
         scheduler = BackgroundScheduler(
-            executors={"default": DaemonExecutor("poll"), "verify": DaemonExecutor("verify")},
+            executors=dict(zip(("default", "verify"), self._executors, strict=True)),
             timezone=UTC,
         )
         scheduler.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
@@ -378,9 +382,11 @@ class Exporter:
         return scheduler
 
     def stop(self) -> None:
-        """Shut down in seconds whatever is in flight: cancel the jobs (their daemon threads
-        are not waited for), stop the server (at most 5 s for its thread), close the
-        session. Idempotent; a no-op before :meth:`start`."""
+        """Shut down in seconds whatever is in flight: cancel the jobs, stop the server (at
+        most 5 s for its thread), close the session, then give the jobs at most
+        ``JOB_GRACE`` seconds in all to end; a job still blocked (a request to a silent or
+        trickling API) is left on its daemon thread, which does not hold the process.
+        Idempotent; a no-op before :meth:`start`."""
         if self._server is None or self._scheduler is None:
             return
         log.info("shutting down")
@@ -389,6 +395,9 @@ class Exporter:
         self._server.stop()
         self.session.close()
         self._server = None
+        ends = self.clock.monotonic() + JOB_GRACE
+        for executor in self._executors:
+            executor.join(max(0.0, ends - self.clock.monotonic()))
         log.info("stopped")
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:

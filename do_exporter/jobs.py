@@ -37,6 +37,14 @@ class DaemonExecutor(BaseExecutor):  # type: ignore[misc]
     def shutdown(self, wait: bool = True) -> None:
         self._jobs.put(None)  # a job in flight is not waited for, whatever ``wait`` says
 
+    def join(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the job in flight to end; whether it did.
+        (A cancelled job usually ends at once; letting it finish its last log lines before
+        the interpreter exits keeps a daemon thread from writing while streams close.)"""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         self._jobs.put((job, run_times))
 
