@@ -48,7 +48,7 @@ PER_SECOND_LIMIT = 100
 # A scheduled poll publishes what it has this long before the next one is due.
 DEADLINE_MARGIN = 0.1
 # Seconds shutdown waits, in all, for cancelled jobs to end (they are not waited for beyond).
-JOB_GRACE = 2.0
+JOB_GRACE = 1.0
 
 
 class ClientFactory(Protocol):
