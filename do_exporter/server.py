@@ -133,6 +133,7 @@ class MetricsServer:
         self._evicted = 0
         self._evicted_logged = 0.0
         self._accept_failed_logged = 0.0
+        self._limited, self._limited_logged = 0, float("-inf")
         self._workers = AnswerPool(
             limits.max_answering, limits.worker_idle, self._answer,
             shed_after=limits.shed_after, clock=clock,
@@ -305,6 +306,7 @@ class MetricsServer:
         if self.auth is not None:
             verdict = self.auth.precheck(parsed.headers.get("authorization"), conn.address)
             if verdict is Verdict.LIMITED:  # answered later, without a thread (module doc)
+                self._note_limited(conn.address)
                 conn.lingering, conn.buffer = True, b""
                 conn.delayed = self._too_many()
                 conn.deadline = self._clock.monotonic() + TARPIT
@@ -327,6 +329,18 @@ class MetricsServer:
             conn.sock.shutdown(socket.SHUT_WR)
         conn.lingering, conn.buffer = True, b""
         conn.deadline = self._clock.monotonic() + LINGER
+
+    def _note_limited(self, address: str) -> None:
+        """Log requests over the authentication limits, at most one line each 10 s."""
+        self._limited += 1
+        now = self._clock.monotonic()
+        if now - self._limited_logged > 10:
+            log.warning(
+                "too many failed password checks; answering 429 without checking",
+                refused=self._limited,
+                client=address,
+            )
+            self._limited_logged, self._limited = now, 0
 
     def _too_many(self) -> bytes:
         assert self.auth is not None
