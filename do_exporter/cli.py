@@ -6,9 +6,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import NoReturn
 
 import structlog
@@ -28,6 +26,7 @@ from .config import (
 from .logs import configure
 from .metrics.groups import GROUPS
 from .options import DOCS, GROUP_ORDER, LIST, OPTIONS, SWITCH, TOGGLE, Option
+from .signals import Inbox
 from .webconfig import load_web_config
 
 PROG = "do-exporter"
@@ -197,6 +196,9 @@ def _check(config: Config) -> int:
 
 def _once(exporter: Exporter) -> int:
     try:
+        # The token first, as the daemon does at start: the output then holds every family
+        # the daemon serves after its first poll (the token health ones included).
+        exporter.verify_tokens()
         snapshot = exporter.poll_once()
     except KeyboardInterrupt:
         exporter.cancel.set()  # the poll's workers stop at their next request
@@ -224,18 +226,20 @@ def _once(exporter: Exporter) -> int:
 
 
 def _serve(exporter: Exporter, config: Config) -> int:
-    stop = threading.Event()
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP re-reads the token files.
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    reload = threading.Event()
-
-    def on_hangup(signum: int, frame: FrameType | None) -> None:
-        reload.set()  # the exporter's reloader thread re-reads the token files and logs
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)
-    exporter.run(stop, reload)
+    The signal handlers only wake this (main) thread through a pipe (:mod:`.signals`), so
+    storms of signals are harmless; shutdown is bounded (:meth:`Exporter.stop`).
+    """
+    with Inbox((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) as inbox:
+        exporter.start()
+        try:
+            while not (caught := inbox.wait()) & {signal.SIGTERM, signal.SIGINT}:
+                if signal.SIGHUP in caught:
+                    try:
+                        exporter.reload_tokens()
+                    except Exception:  # a bug here must not end SIGHUP handling
+                        log.exception("re-reading the API token files failed")
+        finally:
+            exporter.stop()
     return 0

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import ACCOUNT_A, ACCOUNT_B, ns
+from prometheus_client.parser import text_string_to_metric_families
 
 from do_exporter.analytics import AnalyticsError, Window, as_usage, build_request
 from do_exporter.cloudflare import (
@@ -19,6 +23,7 @@ from do_exporter.cloudflare import (
     parse_token_status,
 )
 from do_exporter.simulator import Scenario, Simulator
+from tests.support import SAFETY_TIMEOUT
 
 MakeSim = Callable[..., Simulator]
 MakeClient = Callable[..., CloudflareClient]
@@ -152,3 +157,22 @@ def test_graphql_denied_is_an_answer(sim: Simulator, make_client: MakeClient) ->
     assert answer.status == 200
     allowed = make_client(sim.api_url, USER).graphql(ACCOUNT_A, body)
     assert not isinstance(allowed, AnalyticsError)
+
+
+def test_once_verifies_the_token_first_so_its_output_has_the_token_families() -> None:
+    """`--once` prints every family the daemon serves after one poll, the token health ones
+    included: the token is verified before the poll, as the daemon does at start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "do_exporter", "--once", "--demo"],
+        capture_output=True, text=True, env=env, timeout=SAFETY_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status = {
+        s.labels["status"]: s.value
+        for family in text_string_to_metric_families(result.stdout)
+        for s in family.samples
+        if s.name == "cloudflare_durable_objects_exporter_token_status"
+    }
+    assert status["active"] == 1.0 and sum(status.values()) == 1.0
+    assert "cloudflare_durable_objects_objects{" in result.stdout
