@@ -32,7 +32,7 @@ from typing import TextIO
 
 import requests
 
-from .analytics import AnalyticsError, Window, build_request, floor_minute
+from .analytics import AnalyticsError, Window, build_request, floor_minute, parse_analytics
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -295,7 +295,8 @@ def check_account(
         end = floor_minute(now - ANALYTICS_DELAY)
         body = build_request(account_id, Window(end - 60, end), page_size=1)
         try:
-            answer = client.graphql(account_id, body)
+            graphql = client.graphql(account_id, body)
+            answer = parse_analytics(graphql.document, status=graphql.status)
         except CloudflareAPIError as exc:
             out.append(Result(account_id, ANALYTICS, FAILED, str(exc)))
         else:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from .analytics import MAX_PAGES as ANALYTICS_MAX_PAGES
-from .analytics import AccountUsage, AnalyticsError, Window, build_request
+from .analytics import AccountUsage, AnalyticsError, Window, build_request, parse_analytics
 from .cloudflare import CloudflareAPIError, CloudflareClient
 from .model import GONE, Namespace, Snapshot
 from .planner import (
@@ -425,7 +425,8 @@ class Poller:
             usage: AccountUsage | None = None
             after = ""
             for _ in range(ANALYTICS_MAX_PAGES):
-                page = client.graphql(account_id, build_request(account_id, window, after=after))
+                answer = client.graphql(account_id, build_request(account_id, window, after=after))
+                page = parse_analytics(answer.document, status=answer.status)
                 if isinstance(page, AnalyticsError):
                     return page
                 usage = page if usage is None else usage.merge(page)

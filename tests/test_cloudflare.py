@@ -241,7 +241,7 @@ def test_ids_not_32_hex_are_skipped_with_one_warning(
     with capture_logs() as logs:
         assert [n.id for n in client.list_namespaces(ACC)] == [nid("ok")]
         assert [(a.id, a.name) for a in client.list_accounts()] == [(ACC, "A")]
-    skipped = [e for e in logs if e["event"] == "items without a valid id skipped"]
+    skipped = [e for e in logs if e["event"].startswith("invalid items skipped")]
     assert [(e["endpoint"], e["count"]) for e in skipped] == [
         ("namespaces", len(bad)),
         ("accounts", len(bad)),
