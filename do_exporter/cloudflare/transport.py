@@ -33,7 +33,7 @@ from ..config import Secret
 from ..observe import NullObserver, RequestObserver
 from ..ratelimit import Cancelled, Lane, RateLimiter
 from .body import BodyTooLarge, Undecodable, read_body
-from .budget import BudgetExhausted, ByteBudget, OverBudget
+from .budget import BudgetExhausted, ByteBudget, OverBudget, return_big_buffers_to_the_os
 from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
 from .parsers import parse_ratelimit, parse_retry_after
 from .watchdog import Watchdog, attempt_slot, watch_session
@@ -89,6 +89,7 @@ class Transport:
         self._rng = rng or random.Random()
         self._clock = clock
         self._budget = byte_budget or PROCESS_BUDGET
+        return_big_buffers_to_the_os()
         self._max_body = min(max_body_bytes, self._budget.total // 2)
         # Bounds one attempt, headers and body: a server dripping a byte now and then never
         # trips the per-read timeout.
@@ -131,6 +132,10 @@ class Transport:
             try:
                 return self._attempt(call, limiter, min(started + self.deadline, end), started)
             except CloudflareAPIError as error:
+                # Its traceback and context hold the frames that read and parsed the body
+                # (the body with them, outside the byte budget) for as long as the error
+                # lives, which may be the rest of the poll: drop them.
+                error.__traceback__ = error.__context__ = error.__cause__ = None
                 self._failed(call, error, attempt, limiter, end)
 
     # -- one attempt ----------------------------------------------------------------------
