@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable
 from typing import Any
 
-from .budget import Lease
+from .budget import Lease, return_big_buffers_to_the_os
 
 READ_CHUNK_BYTES = 1024 * 1024
 PIECE_BYTES = 1024 * 1024  # inflated bytes produced (and acquired) at a time
-DECODE_COST_PER_VALUE = 64  # bytes of Python objects a JSON value may become, at most
 DECODE_COUNTED_ABOVE = 64 * 1024  # smaller bodies' decoding is not worth counting
+# No real answer is this large (a 10,000-object page is about 1 MB): past it, big buffers
+# are made to go back to the OS when freed (see budget.return_big_buffers_to_the_os).
+UNUSUAL_BYTES = 2 * 1024 * 1024
 
 
 class BodyTooLarge(ValueError):
@@ -97,6 +100,8 @@ class _Buffer:
 
     def add(self, piece: bytes) -> None:
         self.size += len(piece)
+        if self.size > UNUSUAL_BYTES:
+            return_big_buffers_to_the_os()
         if self.first is None:
             self.first = piece
             return
@@ -119,10 +124,12 @@ def read_body(
     lease: Lease,
     deadline: float,
     cut: threading.Event,
+    decode_cost: Callable[[bytes], int],
 ) -> bytes:
     """The body of ``raw`` (a urllib3 response), at most ``cap`` bytes raw and inflated,
     every byte held in ``lease`` (acquired before it is read; still held on return, with
-    what decoding it may cost: the caller releases the lease once it has parsed)."""
+    what decoding it may cost, ``decode_cost(body)``: the caller releases the lease once it
+    has parsed)."""
     inflater = inflater_for(content_encoding)
     body = _Buffer()
     raw_size = 0
@@ -151,6 +158,5 @@ def read_body(
         lease.shrink(len(chunk))  # inflated: the raw chunk is gone
     data = body.value()
     if len(data) > DECODE_COUNTED_ABOVE:
-        values = data.count(b",") + data.count(b"{") + data.count(b"[") + 1
-        lease.grow(values * DECODE_COST_PER_VALUE, deadline)
+        lease.grow(decode_cost(data), deadline)
     return data

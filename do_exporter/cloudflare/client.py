@@ -38,6 +38,7 @@ from .parsers import (
     cap_label,
     is_api_id,
     list_parser,
+    objects_decode_cost,
     parse_graphql,
     parse_namespace,
     parse_objects_page,
@@ -210,6 +211,7 @@ class CloudflareClient:
                 context,
                 parse_objects_page,
                 lane(pages) if lane is not None else Lane.FRESH,
+                decode_cost=objects_decode_cost,
             )
             pages += 1
             objects += page.count
@@ -289,7 +291,15 @@ class CloudflareClient:
             f"{self._path_id('objects', namespace_id, context)}/objects"
         )
         params = {"limit": OBJECTS_PROBE_LIMIT}
-        return self._request("objects", path, params, context, parse_objects_page, Lane.CONTROL)
+        return self._request(
+            "objects",
+            path,
+            params,
+            context,
+            parse_objects_page,
+            Lane.CONTROL,
+            decode_cost=objects_decode_cost,
+        )
 
     def graphql(self, account_id: str, body: Mapping[str, Any]) -> GraphQLAnswer:
         """One ``POST /graphql``: the decoded answer (see :mod:`do_exporter.analytics`,

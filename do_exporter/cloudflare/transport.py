@@ -33,9 +33,9 @@ from ..config import Secret
 from ..observe import NullObserver, RequestObserver
 from ..ratelimit import Cancelled, Lane, RateLimiter
 from .body import BodyTooLarge, Undecodable, read_body
-from .budget import BudgetExhausted, ByteBudget, OverBudget, return_big_buffers_to_the_os
+from .budget import BudgetExhausted, ByteBudget, OverBudget
 from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
-from .parsers import parse_ratelimit, parse_retry_after
+from .parsers import generic_decode_cost, parse_ratelimit, parse_retry_after
 from .watchdog import Watchdog, attempt_slot, watch_session
 
 log = structlog.get_logger("do_exporter.cloudflare")
@@ -89,7 +89,6 @@ class Transport:
         self._rng = rng or random.Random()
         self._clock = clock
         self._budget = byte_budget or PROCESS_BUDGET
-        return_big_buffers_to_the_os()
         self._max_body = min(max_body_bytes, self._budget.total // 2)
         # Bounds one attempt, headers and body: a server dripping a byte now and then never
         # trips the per-read timeout.
@@ -115,11 +114,13 @@ class Transport:
         *,
         json_body: Mapping[str, Any] | None = None,
         limiter: RateLimiter | None = None,
+        decode_cost: Callable[[bytes], int] = generic_decode_cost,
     ) -> _T:
         """``parse(status, body, cf_ray)`` of the first usable answer, retried as the policy
-        says within the request budget; :class:`CloudflareAPIError` when none came."""
+        says within the request budget; :class:`CloudflareAPIError` when none came.
+        ``decode_cost(body)``: the bytes parsing builds, held in the byte budget."""
         limiter = limiter or self.limiter
-        call = _Call(endpoint, self.base + path, params, json_body, context, parse)
+        call = _Call(endpoint, self.base + path, params, json_body, context, parse, decode_cost)
         attempt = 0
         end: float | None = None
         while True:
@@ -150,7 +151,7 @@ class Transport:
             with attempt_slot(self._watchdog, real_deadline) as slot:
                 try:
                     response = self._send(call, deadline)
-                    body = self._read(response, lease, real_deadline, slot.cut)
+                    body = self._read(response, call, lease, real_deadline, slot.cut)
                 except Exception as exc:
                     cut = slot.cut.is_set()
                     raise self._attempt_error(endpoint, exc, cut, started) from None
@@ -194,7 +195,12 @@ class Transport:
         }
 
     def _read(
-        self, response: requests.Response, lease: Any, deadline: float, cut: threading.Event
+        self,
+        response: requests.Response,
+        call: _Call[Any],
+        lease: Any,
+        deadline: float,
+        cut: threading.Event,
     ) -> bytes:
         """The body (see :func:`.body.read_body`). Only a body read to its end lets the
         connection go back to the pool; on any failure (and for a redirect, whose body is
@@ -210,6 +216,7 @@ class Transport:
                 lease=lease,
                 deadline=deadline,
                 cut=cut,
+                decode_cost=call.decode_cost,
             )
             if cut.is_set():
                 raise DeadlineExceeded()
@@ -335,6 +342,7 @@ class _Call(Generic[_T]):
     json_body: Mapping[str, Any] | None
     context: Mapping[str, str]
     parse: Callable[[int, bytes, str | None], _T]
+    decode_cost: Callable[[bytes], int]
 
 
 class _Unusable(Exception):
