@@ -36,7 +36,7 @@ from .body import BodyTooLarge, Undecodable, read_body
 from .budget import BudgetExhausted, ByteBudget, OverBudget
 from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
 from .parsers import generic_decode_cost, parse_ratelimit, parse_retry_after
-from .watchdog import Watchdog, attempt_slot, watch_session
+from .watchdog import Slot, Watchdog, attempt_slot, watch_session
 
 log = structlog.get_logger("do_exporter.cloudflare")
 _T = TypeVar("_T")
@@ -151,7 +151,7 @@ class Transport:
             with attempt_slot(self._watchdog, real_deadline) as slot:
                 try:
                     response = self._send(call, deadline)
-                    body = self._read(response, call, lease, real_deadline, slot.cut)
+                    body = self._read(response, call, lease, real_deadline, slot)
                 except Exception as exc:
                     cut = slot.cut.is_set()
                     raise self._attempt_error(endpoint, exc, cut, started) from None
@@ -200,7 +200,7 @@ class Transport:
         call: _Call[Any],
         lease: Any,
         deadline: float,
-        cut: threading.Event,
+        slot: Slot,
     ) -> bytes:
         """The body (see :func:`.body.read_body`). Only a body read to its end lets the
         connection go back to the pool; on any failure (and for a redirect, whose body is
@@ -215,16 +215,17 @@ class Transport:
                 cap=self._max_body,
                 lease=lease,
                 deadline=deadline,
-                cut=cut,
+                cut=slot.cut,
                 decode_cost=call.decode_cost,
             )
-            if cut.is_set():
+            if slot.cut.is_set():
                 raise DeadlineExceeded()
         except BaseException as exc:
             response.close()  # a half-read connection cannot be reused
             if isinstance(exc, BodyTooLarge | Undecodable | OverBudget):
                 raise _Unusable(str(exc), response) from None
             raise
+        slot.detach()  # back in the pool, the connection is no longer this attempt's
         response.raw.release_conn()
         return body
 

@@ -31,10 +31,11 @@ _current = threading.local()  # .slot: the Slot of the attempt this thread is ma
 class Slot:
     """One attempt's connection, as far as the watchdog knows it."""
 
-    __slots__ = ("_conn", "_lock", "cut")
+    __slots__ = ("_conn", "_detached", "_lock", "cut")
 
     def __init__(self) -> None:
         self._conn: Any = None
+        self._detached = False
         self._lock = threading.Lock()
         self.cut = threading.Event()
 
@@ -44,10 +45,19 @@ class Slot:
         if self.cut.is_set():
             self.shut()
 
+    def detach(self) -> None:
+        """Forget the connection (before it goes back to the pool, where a late cut would
+        hit whichever request takes it next)."""
+        with self._lock:
+            self._conn = None
+            self._detached = True  # nothing left to cut: a late watchdog just lets go
+
     def shut(self) -> bool:
         """Shut the connection's socket; False when there is no socket yet."""
-        self.cut.set()
         with self._lock:
+            if self._detached:
+                return True
+            self.cut.set()
             sock = getattr(self._conn, "sock", None)
         if sock is None:
             return False
