@@ -12,6 +12,9 @@ exposition) still came out:
 - ``gzip-bomb``: ``do-exporter --once`` against a fake API whose every answer is a gzip body
   that inflates to 2 GiB.
 - ``chunked``: ``--once`` against a fake API whose every answer is an endless chunked body.
+- ``bomb-64``: ``--once --max-concurrency 64`` against a fake API listing 64 namespaces,
+  whose every objects page is a gzip body inflating to 2 GiB, sent after 0.5 s of latency:
+  64 walks read bombs at once (issue 16: 1.5 GiB before the process-wide byte budget).
 
 Every exporter process is killed after ``--limit`` seconds (60) or when its RSS passes
 ``--rss-cap`` MiB (3072), and the report says so. All traffic stays on 127.0.0.1.
@@ -46,7 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-ATTACKS = ("slowloris", "heads", "heads-auth", "gzip-bomb", "chunked")
+ATTACKS = ("slowloris", "heads", "heads-auth", "gzip-bomb", "chunked", "bomb-64")
+BOMB_NAMESPACES = 64
 # The runtime attacks (signals, shutdown, authentication, non-readers): defined at the end.
 RUNTIME_ATTACKS = (
     "shutdown-hung", "shutdown-trickle-head", "shutdown-trickle-body",
@@ -277,9 +281,14 @@ def hostile_api(kind: str, bomb: bytes) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            if kind == "bomb-64" and not self.path.split("?")[0].endswith("/objects"):
+                self._namespaces()
+                return
+            if kind == "bomb-64":
+                time.sleep(0.5)  # the latency: every walk is reading at once
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            if kind == "gzip-bomb":
+            if kind in ("gzip-bomb", "bomb-64"):
                 self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(bomb)))
                 self.end_headers()
@@ -298,6 +307,16 @@ def hostile_api(kind: str, bomb: bytes) -> ThreadingHTTPServer:
 
         do_POST = do_GET
 
+        def _namespaces(self) -> None:
+            items = [{"id": f"{i:032x}", "name": f"ns{i}"} for i in range(BOMB_NAMESPACES)]
+            info = {"page": 1, "per_page": 1000, "total_pages": 1, "count": len(items)}
+            body = json.dumps({"success": True, "errors": [], "result": items, "result_info": info})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -312,6 +331,8 @@ def api_attack(kind: str, limit_s: float, cap_mib: int, bomb: bytes) -> Row:
     args = [PYTHON, "-m", "do_exporter", "--once", "--log-level", "error"]
     args += ["--api-url", f"http://{HOST}:{server.server_address[1]}"]
     args += ["--api-token", "t" * 40, "--account-id", "0123456789abcdef" * 2]
+    if kind == "bomb-64":
+        args += ["--max-concurrency", "64", "--no-analytics"]
     started = time.monotonic()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
@@ -393,7 +414,7 @@ def main() -> None:
                     name, partial(big_heads, auth=auth), ns.limit, ns.rss_cap, config
                 )
             else:
-                bomb = gzip_bomb() if name == "gzip-bomb" else b""
+                bomb = gzip_bomb() if name in ("gzip-bomb", "bomb-64") else b""
                 row = {"attack": name, **api_attack(name, ns.limit, ns.rss_cap, bomb)}
             rows.append(row)
             if not ns.json:

@@ -32,7 +32,7 @@ from typing import TextIO
 
 import requests
 
-from .analytics import AnalyticsError, Window, as_usage, build_request, floor_minute
+from .analytics import AnalyticsError, Window, as_usage, build_request, decode_answer, floor_minute
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -295,7 +295,8 @@ def check_account(
         end = floor_minute(now - ANALYTICS_DELAY)
         body = build_request(account_id, Window(end - 60, end), page_size=1, groups=())
         try:
-            answer = as_usage(client.graphql(account_id, body), page_size=1)
+            graphql = client.graphql(account_id, body)
+            answer = as_usage(decode_answer(graphql.document, status=graphql.status), page_size=1)
         except CloudflareAPIError as exc:
             out.append(Result(account_id, ANALYTICS, FAILED, str(exc)))
         else:

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from .analytics import AnalyticsError, LimitsBook, Retry, Window, fetch_usage
+from .analytics import AnalyticsError, LimitsBook, Retry, Window, decode_answer, fetch_usage
 from .cloudflare import CloudflareAPIError, CloudflareClient
 from .model import GONE, Namespace, Snapshot
 from .planner import (
@@ -433,7 +433,8 @@ class Poller:
 
         def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
             try:
-                return client.graphql(account_id, body)
+                answer = client.graphql(account_id, body)
+                return decode_answer(answer.document, status=answer.status)
             except CloudflareAPIError as exc:
                 return AnalyticsError(
                     exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status

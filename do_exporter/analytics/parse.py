@@ -121,6 +121,8 @@ def decode_answer(
     """
     if isinstance(body, Mapping):
         doc: Any = body
+    elif not isinstance(body, bytes | str):  # a decoded document that is not an object
+        return invalid("answer is not a JSON object", status)
     else:
         if len(body) > MAX_BODY_BYTES:
             return invalid(f"answer larger than {MAX_BODY_BYTES} bytes", status)
