@@ -3,7 +3,7 @@
 A :class:`Snapshot` is replaced whole after every poll; nothing in it is ever mutated, so a
 scrape can read it from any thread without a lock. :func:`next_account` is the pure rule that
 turns the previous state of an account plus what one poll learnt into its next state; it is
-where the staleness policy of DESIGN.md lives.
+where the staleness policy of docs/architecture.md (the data path of one value) lives.
 """
 
 from __future__ import annotations

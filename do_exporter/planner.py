@@ -24,16 +24,22 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .analytics import (
+    DEFAULT_LIMITS,
+    DEFAULT_TOP_OBJECTS,
     AccountUsage,
     AnalyticsError,
     AnalyticsState,
+    NodeLimits,
     Window,
     advance,
     forget,
+    known_namespaces,
     next_window,
     record_failure,
     skip,
 )
+from .config import Credential  # the one credential type, resolved by the config
+from .metrics.groups import GROUPS
 from .model import (
     GONE,
     AccountPoll,
@@ -97,20 +103,6 @@ class InFlight:
     listing: frozenset[str] = frozenset()  # accounts whose namespace list runs
     walks: Mapping[Key, WalkState] = field(default_factory=lambda: MappingProxyType({}))
     finished: Mapping[Key, Outcome] = field(default_factory=_frozen)  # not yet published
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """What the planner needs of one credential: its name, its accounts, its budget."""
-
-    name: str
-    account_ids: tuple[str, ...] = ()  # empty: discovered with GET /accounts
-    budget_per_poll: float | None = None  # requests one interval allows (None: no limit)
-    window_polls: float = 1.0  # polls per rate-limit window (window / interval)
-
-    @property
-    def discovers(self) -> bool:
-        return not self.account_ids
 
 
 # -- the start of a poll --------------------------------------------------------------------
@@ -317,28 +309,40 @@ AnalyticsAnswer = AccountUsage | AnalyticsError
 class AnalyticsPlan:
     """How usage analytics are polled: whole closed minutes older than ``delay``; the first
     window is the last ``interval`` of them; a denied account is asked again after
-    ``retry_denied`` seconds."""
+    ``retry_denied`` seconds; ``top_objects`` busiest objects per account (0: none) and the
+    families ``groups`` on shape the query."""
 
     delay: float
     interval: float
     retry_denied: float = 3600.0
+    top_objects: int = DEFAULT_TOP_OBJECTS
+    groups: frozenset[str] = frozenset(GROUPS)
 
 
 def analytics_window(
-    state: AnalyticsState | None, now: float, plan: AnalyticsPlan
+    state: AnalyticsState | None,
+    now: float,
+    plan: AnalyticsPlan,
+    *,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Window | None:
     """The window an account's query asks for now (None: no new closed minute)."""
     watermark = state.watermark if state is not None else None
-    return next_window(watermark, now, delay=plan.delay, interval=plan.interval)
+    return next_window(watermark, now, delay=plan.delay, interval=plan.interval, limits=limits)
 
 
 def analytics_due(
-    state: AnalyticsState | None, now: float, plan: AnalyticsPlan, denied_at: float | None
+    state: AnalyticsState | None,
+    now: float,
+    plan: AnalyticsPlan,
+    denied_at: float | None,
+    *,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Window | None:
     """The window to ask for, unless the token was refused the permission lately."""
     if denied_at is not None and now - denied_at < plan.retry_denied:
         return None
-    return analytics_window(state, now, plan)
+    return analytics_window(state, now, plan, limits=limits)
 
 
 def next_analytics(
@@ -369,7 +373,7 @@ def next_analytics(
             denied = result is not None and result.permission_denied
             state = record_failure(state, result, denied=denied)
     if state is not None and namespace_ids is not None:
-        known = {*state.counters, *state.websockets, *state.stored_bytes}
+        known = known_namespaces(state)
         state = forget(state, [ns for ns in known if ns not in namespace_ids])
     return state
 
@@ -413,7 +417,7 @@ def publish(
     *,
     stall_seconds: float,
 ) -> Published:
-    """The next snapshot (pure): the staleness policy of DESIGN.md plus the account rule.
+    """The next snapshot (pure): the staleness policy (docs/architecture.md) plus the account rule.
 
     - Accounts: the credential's complete discovery answer decides which stay; without one
       (late, failed), every account polled before stays, marked failed if not listed.

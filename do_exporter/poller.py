@@ -20,13 +20,13 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 
-from .analytics import MAX_PAGES as ANALYTICS_MAX_PAGES
-from .analytics import AccountUsage, AnalyticsError, Window, build_request
+from .analytics import AnalyticsError, LimitsBook, Retry, Window, decode_answer, fetch_usage
 from .cloudflare import CloudflareAPIError, CloudflareClient
 from .model import GONE, Namespace, Snapshot
 from .planner import (
@@ -239,6 +239,8 @@ class Poller:
         self._analytics = analytics
         self._querying: set[str] = set()  # accounts whose analytics query runs
         self._denied: dict[str, float] = {}  # account -> when analytics were refused
+        self._limits = LimitsBook()  # each account's dataset limits, read from settings
+        self._deadline: float | None = None  # the running poll's deadline
 
     @property
     def account_ids(self) -> tuple[str, ...]:
@@ -285,6 +287,7 @@ class Poller:
         Raises :class:`~do_exporter.ratelimit.Cancelled` on shutdown.
         """
         started = self._clock()
+        self._deadline = deadline
         requests_before = self._requests_made()
         plan = CountPlan(previous, self._credentials)
         for name, source in self._sources.items():
@@ -409,7 +412,11 @@ class Poller:
             if account_id in self._querying:
                 return  # an earlier poll's query still runs; its answer is dropped
             window = analytics_due(
-                before, self._clock(), self._analytics, self._denied.get(account_id)
+                before,
+                self._clock(),
+                self._analytics,
+                self._denied.get(account_id),
+                limits=self._limits.limits(account_id),
             )
         if window is not None:
             self._analytics_pool.submit(
@@ -421,20 +428,30 @@ class Poller:
     ) -> Callable[[], None]:
         client = self._sources[cred].client
 
+        plan = self._analytics
+        assert plan is not None
+
+        def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
+            try:
+                answer = client.graphql(account_id, body)
+                return decode_answer(answer.document, status=answer.status)
+            except CloudflareAPIError as exc:
+                return AnalyticsError(
+                    exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status
+                )
+
         def query() -> AnalyticsAnswer:
-            usage: AccountUsage | None = None
-            after = ""
-            for _ in range(ANALYTICS_MAX_PAGES):
-                page = client.graphql(account_id, build_request(account_id, window, after=after))
-                if isinstance(page, AnalyticsError):
-                    return page
-                usage = page if usage is None else usage.merge(page)
-                if usage.next_after is None:
-                    return usage
-                after = usage.next_after
-            return AnalyticsError(
-                "invalid_response", f"more than {ANALYTICS_MAX_PAGES} pages of namespaces"
-            )
+            # The plan's limits (settings) at start-up and hourly; the defaults meanwhile.
+            limits = self._limits.refresh(send, account_id, self._clock())
+            if isinstance(limits, AnalyticsError):
+                if limits.permission_denied:
+                    return limits
+                limits = self._limits.limits(account_id)
+            retry = Retry(now=self._clock, wait=self._cancel.wait, deadline=self._deadline)
+            return fetch_usage(
+                send, account_id, window, limits=limits, top_objects=plan.top_objects,
+                groups=plan.groups, retry=retry,
+            )  # fmt: skip
 
         def task() -> None:
             answer: AnalyticsAnswer | None = None

@@ -58,7 +58,7 @@ class Family:
 
     name: str  # as in the # HELP / # TYPE lines
     help: str
-    type: str  # counter | gauge | histogram (info families are gauges named *_info)
+    type: str  # counter | gauge | histogram | summary (info families: gauges named *_info)
     labels: tuple[str, ...]
     group: str | None
     meaning: str  # one series, for docs/metrics.md
@@ -148,8 +148,8 @@ CPU_TIME = _usage("cpu_time_seconds", "CPU time of the namespace's Durable Objec
 ACTIVE_TIME = _usage(
     "active_time_seconds", "Active (billable wall-clock) time of the namespace's Durable "
     "Objects.", USAGE, "active (billable wall-clock) time")  # fmt: skip
-DURATION = _usage("duration_gigabyte_seconds", "Billable duration, gigabyte-seconds.", USAGE,
-                  "billable duration, GB-s")  # fmt: skip
+DURATION = _usage("duration_gigabyte_seconds", "Billable duration, gigabyte-seconds (128 MB "
+                  "per active object).", USAGE, "billable duration, GB-s")  # fmt: skip
 ROWS_READ = _usage("rows_read", "SQLite rows read (SQLite-backed namespaces).", STORAGE,
                    "SQLite rows read")  # fmt: skip
 ROWS_WRITTEN = _usage("rows_written", "SQLite rows written (SQLite-backed namespaces).",
@@ -175,13 +175,13 @@ FAILURES = _f(
     "`reason`: `exceeded_cpu`, `exceeded_memory`, `fatal_internal`", per=3)  # fmt: skip
 REQUESTS_BY_STATUS = _f(
     _P + "requests_by_status_total",
-    "Requests to the namespace's Durable Objects by invocation status, as Cloudflare names "
-    "it" + _SAMPLED + ".", _C, (*NS_LABELS, "status"), USAGE,
+    "Requests by invocation status as Cloudflare names it (other: a status not known to the "
+    "exporter; sampled dataset: an estimate).", _C, (*NS_LABELS, "status"), USAGE,
     "requests by invocation `status` (sampled)", per=STATUSES_ESTIMATE)  # fmt: skip
 BUSIEST_OBJECT_WEBSOCKETS = _f(
     _P + "busiest_object_websocket_connections",
     "Peak active WebSocket connections of the namespace's busiest single object in the last "
-    "window that reported it (not a namespace total).", _G, NS_LABELS, WEBSOCKETS,
+    "window that reported the namespace (not a namespace total).", _G, NS_LABELS, WEBSOCKETS,
     "the busiest single object's peak active WebSocket connections in the last window "
     "(not a namespace total)")  # fmt: skip
 STORED_BYTES = _f(
@@ -194,26 +194,33 @@ ACCOUNT_STORED_BYTES = _f(
     ACCOUNT_LABELS, STORAGE, "the account's Durable Objects storage, latest", ACCOUNT)  # fmt: skip
 HOT_OBJECT_REQUESTS = _f(
     _P + "hot_object_requests_per_second",
-    "Requests per second of one of the account's busiest objects over the last counted "
-    "window.", _G, OBJECT_LABELS, HOT_OBJECTS,
+    "Requests per second of one of the account's top-N objects by requests, over the last "
+    "counted window.", _G, OBJECT_LABELS, HOT_OBJECTS,
     "one of the account's top-N objects by requests: its requests over the window divided "
     "by the window's seconds", TOP)  # fmt: skip
 HOT_OBJECT_CPU = _f(
     _P + "hot_object_cpu_ratio",
-    "CPU seconds per second of one of the account's busiest objects over the last counted "
-    "window (1 = its single thread saturated).", _G, OBJECT_LABELS, HOT_OBJECTS,
+    "CPU seconds per second of one of the account's top-N objects by CPU over the last "
+    "counted window (1: its single thread saturated).", _G, OBJECT_LABELS, HOT_OBJECTS,
     "one of the account's top-N objects by CPU: its CPU seconds over the window divided by "
     "the window's seconds (1 = saturated)", TOP)  # fmt: skip
 WALL_TIME_QUANTILES = _f(
     _P + "request_wall_time_seconds",
-    "Wall time of the namespace's requests at a quantile, over the last counted window.", _G,
+    "Wall time of the namespace's requests: percentiles over the last counted window; _sum "
+    "and _count since the exporter started (sampled dataset: an estimate).", "summary",
     (*NS_LABELS, "quantile"), LATENCY,
-    "Cloudflare's wall-time percentile of the last counted window, `quantile` "
-    "`0.5`/`0.9`/`0.99`/`0.999`", per=len(QUANTILES))  # fmt: skip
+    "Cloudflare's wall-time percentiles of the last counted window, `quantile` "
+    "`0.5`/`0.9`/`0.99`/`0.999`; `_sum` and `_count` since the exporter started",
+    per=len(QUANTILES) + 2)  # fmt: skip
 WALL_TIME_MAX = _f(
     _P + "request_wall_time_max_seconds",
     "Wall time of the namespace's slowest request in the last counted window.", _G, NS_LABELS,
     LATENCY, "the slowest request's wall time in the last counted window")  # fmt: skip
+ANALYTICS_DROPPED_ROWS = _f(
+    _E + "analytics_dropped_rows_total",
+    "Rows of analytics answers refused at the edge (malformed ids or text).", _C,
+    ACCOUNT_LABELS, None, "analytics rows refused at the edge (malformed ids or text)",
+    ACCOUNT)  # fmt: skip
 ANALYTICS_WATERMARK = _f(
     _E + "analytics_watermark_timestamp_seconds",
     "End of the last counted analytics window (Unix time).", _G, ACCOUNT_LABELS, None,
@@ -288,10 +295,10 @@ INVENTORY_FAMILIES = (
 ANALYTICS_FAMILIES = (
     REQUESTS, ERRORS, WALL_TIME, RESPONSE_BODY_BYTES, CPU_TIME, ACTIVE_TIME, DURATION,
     ROWS_READ, ROWS_WRITTEN, STORAGE_READ_UNITS, STORAGE_WRITE_UNITS, STORAGE_DELETES,
-    SUBREQUESTS, WEBSOCKET_MESSAGES, FAILURES, REQUESTS_BY_STATUS, BUSIEST_OBJECT_WEBSOCKETS,
-    STORED_BYTES, ACCOUNT_STORED_BYTES, HOT_OBJECT_REQUESTS, HOT_OBJECT_CPU,
-    WALL_TIME_QUANTILES, WALL_TIME_MAX, ANALYTICS_WATERMARK, ANALYTICS_LAST_SUCCESS,
-    ANALYTICS_QUERIES, ANALYTICS_SKIPPED,
+    SUBREQUESTS, REQUESTS_BY_STATUS, WEBSOCKET_MESSAGES, FAILURES, BUSIEST_OBJECT_WEBSOCKETS,
+    STORED_BYTES, WALL_TIME_QUANTILES, WALL_TIME_MAX, HOT_OBJECT_REQUESTS, HOT_OBJECT_CPU,
+    ACCOUNT_STORED_BYTES, ANALYTICS_WATERMARK, ANALYTICS_LAST_SUCCESS, ANALYTICS_QUERIES,
+    ANALYTICS_SKIPPED, ANALYTICS_DROPPED_ROWS,
 )  # fmt: skip
 SELF_FAMILIES = (
     API_REQUESTS, API_DURATION, API_ERRORS, LABELS_TRUNCATED, BUILD_INFO, RATELIMIT_REMAINING,
