@@ -58,7 +58,7 @@ def test_estimate_counts_each_group() -> None:
     full = contract.estimate_series(accounts=2, namespaces=100, top_objects=10)
     assert full["inventory"] == 100 * contract.series_per_namespace("inventory") + 2 * 2
     assert full["hot_objects"] == 2 * 2 * 10
-    assert full["latency"] == 100 * 5
+    assert full["latency"] == 100 * 7
     off = contract.estimate_series(accounts=2, namespaces=100, enabled=set(GROUPS) - {"latency"})
     assert "latency" not in off and off["exporter"] == full["exporter"]
     plain = contract.estimate_series(accounts=2, namespaces=100, analytics=False)
