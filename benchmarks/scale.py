@@ -3,8 +3,10 @@
 Every part runs the code the way the daemon does: the simulator (``_sim.py``) in its own
 process, real polls through ``do_exporter.app.Exporter`` or ``python -m do_exporter --once``,
 real scrapes of ``MetricsServer`` from other processes. Run it against another tree (today's
-main) with ``PYTHONPATH=/work/main python benchmarks/scale.py ...``: it only uses what both
-have (``Exporter``, ``SnapshotStore.publish``, ``Exporter.exposition_parts``).
+main) with ``PYTHONPATH=/other/tree python benchmarks/scale.py ...``: it only uses
+``Exporter`` (built from a ``config.Credential``), ``SnapshotStore.publish`` and
+``Exporter.exposition_parts``. (The figures in docs/benchmarks.md compare with main at
+``96bf873``, when ``Exporter`` still took an ``app.Target``.)
 
     python benchmarks/scale.py once [--accounts 10 --namespaces 500 --objects 2000] [--no-analytics]
     python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30]
@@ -36,8 +38,8 @@ from scrape import PollLoop, big_snapshot, percentile
 
 import do_exporter
 from do_exporter import analytics
-from do_exporter.app import Exporter, Target
-from do_exporter.config import MAX_RATE_LIMIT, Config, Secret
+from do_exporter.app import Exporter
+from do_exporter.config import MAX_RATE_LIMIT, Config, Credential, Secret
 from do_exporter.logs import configure
 from do_exporter.model import Snapshot
 from do_exporter.server import MetricsServer
@@ -52,6 +54,12 @@ def status_kb(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def _exporter(config: Config, api_url: str, token: str, accounts: tuple[str, ...]) -> Exporter:
+    credential = Credential("default", accounts, token=Secret(token),
+                            api_rate_limit=MAX_RATE_LIMIT, api_url=api_url)  # fmt: skip
+    return Exporter(config, credential)
 
 
 def _sim_doc(accounts: int, namespaces: int, objects: int) -> dict[str, Any]:
@@ -114,7 +122,7 @@ def run_render(args: argparse.Namespace) -> dict[str, Any]:
     """CPU of publishing (rendering) a snapshot: first, then polls whose usage all changed,
     then one where nothing changed; what is held; peak RSS."""
     base = big_snapshot(args.accounts, args.namespaces)
-    exporter = Exporter(Config(), Target("http://127.0.0.1:9", Secret("x"), ()))
+    exporter = _exporter(Config(), "http://127.0.0.1:9", "x" * 40, ())
     rss_before = status_kb("VmRSS")
     timings: dict[str, list[float]] = {"first": [], "changed": [], "unchanged": []}
     snapshot = base
@@ -147,8 +155,8 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
     """Real polls (walks and analytics queries against the simulator) published one after
     the other, as the daemon's schedule does; RSS after each."""
     with SimProcess(_sim_doc(args.accounts, args.namespaces, args.objects)) as sim:
-        config = Config(api_rate_limit=MAX_RATE_LIMIT, analytics=args.analytics)
-        exporter = Exporter(config, Target(sim.api_url, Secret(sim.token), sim.account_ids))
+        config = Config(analytics=args.analytics)
+        exporter = _exporter(config, sim.api_url, sim.token, sim.account_ids)
         rss, walls = [], []
         for _ in range(args.polls):
             started = time.perf_counter()
@@ -166,7 +174,7 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
         "exposition_lines": series,
         "poll_wall_s_median": statistics.median(walls),
         "rss_mb_after_poll": [round(r, 1) for r in rss],
-        "rss_growth_after_third_mb": round(max(rss[2:]) - rss[2], 1),
+        "rss_growth_after_third_mb": round(max(rss[2:]) - rss[2], 1) if len(rss) > 2 else None,
         "peak_rss_mb": peak / 1024,
     }
 
@@ -207,8 +215,7 @@ def run_scrape(args: argparse.Namespace) -> dict[str, Any]:
     the exporter process's CPU over idle scrapes (no poll) divided by their number."""
     base = big_snapshot(args.accounts, args.namespaces)
     with SimProcess(scenario([[100_000] * 2 + [1_000] * 100])) as sim:
-        config = Config(api_rate_limit=MAX_RATE_LIMIT)
-        exporter = Exporter(config, Target(sim.api_url, Secret(sim.token), sim.account_ids))
+        exporter = _exporter(Config(), sim.api_url, sim.token, sim.account_ids)
         exporter.store.publish(_with_usage(base, 0))
         server = MetricsServer("127.0.0.1", 0, metrics=exporter.exposition_parts,
                                ready=exporter.ready)  # fmt: skip
