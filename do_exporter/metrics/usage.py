@@ -14,7 +14,7 @@ exists; the contract's :data:`~.contract.ANALYTICS_FAMILIES` order is then the o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.metrics_core import Metric
 
@@ -81,7 +81,7 @@ class _Account:
     def __init__(self, state: analytics.AnalyticsState, listed: Sequence[Namespace],
                  esc: Escape) -> None:  # fmt: skip
         self.state, self.listed, self.esc = state, listed, esc
-        self._texts: Mapping[str, str] | None = None
+        self._texts: dict[str, str] | None = None
 
     def text(self, name: str) -> str:
         if self._texts is None:
@@ -93,8 +93,13 @@ class _Account:
                 }
             else:
                 built = analytics.families([self.state], {self.state.account_id: self.listed})
-                self._texts = {exposed_name(m)[0]: metric_lines(m, self.esc) for m in built}
-        return self._texts.get(name, "")
+                texts = {}
+                while built:  # each family's objects go as soon as it is written
+                    metric = built.pop(0)
+                    texts[exposed_name(metric)[0]] = metric_lines(metric, self.esc)
+                    del metric
+                self._texts = texts
+        return self._texts.pop(name, "")  # written once, then dropped
 
 
 def parts(snapshot: Snapshot, present: Sequence[c.Family], esc: Escape) -> Iterator[Part]:
