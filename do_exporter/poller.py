@@ -60,6 +60,23 @@ RATE_WINDOW = 300.0
 __all__ = ["Poller", "Source", "estimated_pages"]
 
 
+def graphql_sender(
+    client: CloudflareClient, account_id: str
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any] | AnalyticsError]:
+    """The analytics' ``send``: one GraphQL POST of the account through the client, its
+    decoded document (or why there is none); a request that got no answer is an
+    :class:`AnalyticsError` too, so the analytics decide about retrying."""
+
+    def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
+        try:
+            answer = client.graphql(account_id, body)
+        except CloudflareAPIError as exc:
+            return AnalyticsError(exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status)
+        return decode_answer(answer.document, status=answer.status)
+
+    return send
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """One credential as the executor runs it: what the planner knows, and its client."""
@@ -431,14 +448,7 @@ class Poller:
         plan = self._analytics
         assert plan is not None
 
-        def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
-            try:
-                answer = client.graphql(account_id, body)
-                return decode_answer(answer.document, status=answer.status)
-            except CloudflareAPIError as exc:
-                return AnalyticsError(
-                    exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status
-                )
+        send = graphql_sender(client, account_id)
 
         def query() -> AnalyticsAnswer:
             # The plan's limits (settings) at start-up and hourly; the defaults meanwhile.
