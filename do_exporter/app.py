@@ -32,6 +32,7 @@ from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
 from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
 from .jobs import DaemonExecutor
 from .metrics.contract import estimate_series
+from .metrics.groups import INVENTORY
 from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
@@ -123,8 +124,13 @@ class Exporter:
         self.poller = Poller(
             sources=self.sources,
             analytics=(
-                AnalyticsPlan(delay=config.analytics_delay, interval=config.interval)
-                if config.analytics
+                AnalyticsPlan(
+                    delay=config.analytics_delay,
+                    interval=config.interval,
+                    top_objects=config.top_objects,
+                    groups=config.collectors,
+                )
+                if config.analytics and config.collectors - {INVENTORY}
                 else None
             ),
             max_workers=config.max_concurrency,
