@@ -7,6 +7,7 @@ fixture is costly (the Prometheus stack) kept on one worker so it starts once.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 import structlog
+from hypothesis import HealthCheck, settings
 
 from do_exporter.cloudflare import CloudflareClient, RetryPolicy
 from do_exporter.config import Secret
@@ -25,6 +27,17 @@ ACCOUNT_A = "a" * 32
 ACCOUNT_B = "b" * 32
 # 40 characters, like a Cloudflare API token (shorter ones are refused at start-up).
 TOKEN = "test-token-4f9a1c2e7b-0d3e5f6a7b8c9d0e1f"
+
+# Hypothesis on a loaded machine: no per-example deadline (the default 200 ms fails a right
+# property when six workers share two cores) and no "too slow" health check, for the same
+# reason. The example counts stay hypothesis' default (100) unless a test sets its own.
+# HYPOTHESIS_PROFILE=thorough: 1,000 examples for the properties that set no count of their
+# own (a nightly run, or a hunt for a bug).
+settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("thorough", settings.get_profile("suite"), max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # Fast retries for tests: the policy's shape is the same, only the delays shrink.
 FAST_RETRY = RetryPolicy(attempts=4, base=0.01, max_backoff=0.05, max_retry_after=5)

@@ -192,8 +192,10 @@ class Minute:
     exact_requests: int
 
 
+@functools.lru_cache(maxsize=32_768)
 def minute_usage(model: _Model, minute: int) -> Minute:
-    """The figures of minute ``minute`` (Unix minutes) for one namespace (pure)."""
+    """The figures of minute ``minute`` (Unix minutes) for one namespace (pure, so cached:
+    a poll, its truth and the ranges of a test ask for the same minutes again and again)."""
     t = model.traffic
     phase = 2 * math.pi * (minute % 1440) / 1440
     shape = 1 + t.diurnal_amplitude * math.sin(phase)
