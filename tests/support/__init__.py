@@ -100,7 +100,10 @@ def run_cli(args: Sequence[str], env: Mapping[str, str]) -> CliRun:
     """``python -m do_exporter ARGS`` with exactly ``env`` as its environment, in this
     process: stdout, stderr (the logs included) and the exit status, as a subprocess would
     give them. The logging set-up the command makes is undone afterwards."""
-    out, err = io.StringIO(), io.StringIO()
+    # Text streams over bytes, as a process has: the command writes the exposition to
+    # sys.stdout.buffer.
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
@@ -114,4 +117,11 @@ def run_cli(args: Sequence[str], env: Mapping[str, str]) -> CliRun:
         root.handlers[:] = handlers
         root.setLevel(level)
         structlog.reset_defaults()
-    return CliRun(code, out.getvalue(), err.getvalue())
+    return CliRun(code, _text(out), _text(err))
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    raw = stream.buffer
+    assert isinstance(raw, io.BytesIO)
+    return raw.getvalue().decode("utf-8")
