@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-import requests
-import structlog
-from hypothesis import HealthCheck, settings
+# Compiled files are written even where the environment says PYTHONDONTWRITEBYTECODE=1 (as
+# container images often do): else every xdist worker compiles the package and re-writes
+# the asserts of every test module, and every `python -m do_exporter` a test starts compiles
+# the package again, on every run (about 25 s of CPU a run here). They go to __pycache__/,
+# which git ignores. First thing, so that the imports below are written too.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the processes the tests start
 
-from do_exporter.cloudflare import CloudflareClient, RetryPolicy
-from do_exporter.config import Secret
-from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
-from do_exporter.simulator import Scenario, Simulator
+import pytest  # noqa: E402
+import requests  # noqa: E402
+import structlog  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from do_exporter.cloudflare import CloudflareClient, RetryPolicy  # noqa: E402
+from do_exporter.config import Secret  # noqa: E402
+from do_exporter.ratelimit import RateLimiter  # noqa: E402
+from do_exporter.selfmetrics import ExporterMetrics  # noqa: E402
+from do_exporter.simulator import Scenario, Simulator  # noqa: E402
 
 ACCOUNT_A = "a" * 32
 ACCOUNT_B = "b" * 32
