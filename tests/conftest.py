@@ -86,6 +86,7 @@ SLOW_FIRST = (
     "tests/test_e2e_prometheus.py",
     "tests/test_benchmarks_smoke.py",
     "tests/test_secrets.py",
+    "tests/test_deploy.py",
     "tests/test_chaos.py",
 )
 # Modules whose tests share a module-scoped fixture worth starting once per run (the
