@@ -18,6 +18,12 @@ When the inbox closes, the signals it caught are set to *ignored* (``SIG_IGN``),
 their defaults: a process that is shutting down ignores further SIGTERM, SIGINT and SIGHUP
 (shutdown is bounded anyway, see :meth:`do_exporter.app.Exporter.stop`), so a storm of them
 cannot kill it with a signal status or a ``KeyboardInterrupt`` traceback halfway through.
+(Not the do-nothing handler: Python puts handlers set from Python back to their defaults
+when it finalizes, and a storm would then end the process with a signal status.) A signal
+the C-level handler caught just before the switch is run by Python after it, finds
+``SIG_IGN`` and is reported as an "unraisable" ``OSError: Signal N ignored due to race
+condition`` with a traceback on stderr: harmless (it is ignored, as meant), so the
+unraisable hook drops exactly that report from then on.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import select
 import signal
 import socket
+import sys
 from collections.abc import Iterable
 from types import TracebackType
 
@@ -57,6 +64,10 @@ class Inbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if sys.unraisablehook is not _quiet_race:
+            global _previous_hook
+            _previous_hook = sys.unraisablehook
+            sys.unraisablehook = _quiet_race
         for signum in self.signums:
             signal.signal(signum, signal.SIG_IGN)
         signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
@@ -75,3 +86,15 @@ class Inbox:
                     break
                 got.update(data)
         return frozenset(got.intersection(self.signums))
+
+
+_previous_hook = sys.unraisablehook
+
+
+def _quiet_race(report: sys.UnraisableHookArgs) -> None:
+    """Drop Python's report of a signal caught just before it was set to ``SIG_IGN`` (see
+    the module doc); hand every other report to the hook that was there before."""
+    exc = report.exc_value
+    if isinstance(exc, OSError) and "ignored due to race condition" in str(exc):
+        return
+    _previous_hook(report)

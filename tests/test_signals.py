@@ -152,3 +152,21 @@ def test_a_storm_of_stop_signals_ends_the_daemon_cleanly(
     assert d.exit_code() == 0, d.text()
     assert '"event": "stopped"' in d.text()
     assert "Traceback" not in d.text() and "KeyboardInterrupt" not in d.text()
+
+
+def test_the_race_report_of_an_ignored_signal_is_dropped_and_others_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal caught just before the switch to SIG_IGN is reported by Python as an
+    unraisable OSError: that report alone is dropped; any other reaches the earlier hook."""
+    from types import SimpleNamespace
+
+    import do_exporter.signals as signals_module
+
+    seen: list[BaseException] = []
+    monkeypatch.setattr(signals_module, "_previous_hook", lambda r: seen.append(r.exc_value))
+    race = OSError("Signal 15 ignored due to race condition")
+    other = OSError("something else")
+    signals_module._quiet_race(SimpleNamespace(exc_value=race))  # type: ignore[arg-type]
+    signals_module._quiet_race(SimpleNamespace(exc_value=other))  # type: ignore[arg-type]
+    assert seen == [other]
