@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import requests
 import structlog
@@ -196,7 +197,10 @@ class Exporter:
         account, so a missing Workers Scripts Read shows before the first poll ends.
         Objects are not read; analytics permissions are the poller's to report.
         """
-        targets = [(s.credential.name, s.client, s.credential.account_ids) for s in self.sources]
+        targets = [
+            (s.credential.name, cast(CloudflareClient, s.client), s.credential.account_ids)
+            for s in self.sources
+        ]
         states: list[TokenHealth] = []
         for name, client, account_ids in targets:
             try:

@@ -134,7 +134,7 @@ def families(snapshot: Snapshot) -> list[Metric]:
             f.duration.add_metric([acc], account.last_poll_duration)
         if not account.namespaces_listed:
             continue  # never read: a 0 here would be a lie
-        f.namespaces.add_metric([acc], float(len(account.namespaces)))
+        f.namespaces.add_metric([acc], float(account.namespace_count))
         f.sqlite.add_metric([acc], float(account.sqlite_namespaces))
         for ns in account.namespaces:
             name = ns.name or ""
