@@ -56,7 +56,8 @@ def walk_page_limit(objects: int | None, first_walk: int = MAX_WALK_PAGES) -> in
 
 def first_walk_limit(budget_per_poll: float | None, window_polls: float) -> int:
     """Most pages a first walk may read: what the budget allows in ``FIRST_WALK_SECONDS``
-    (12 rate windows: 14,400 pages, 144 million objects, at 1,200 requests per 5 minutes),
+    (12 rate windows: 12,000 pages, 120 million objects, at the default 1,000 requests per
+    5 minutes),
     at most ``MAX_WALK_PAGES``; no budget: ``MAX_WALK_PAGES``."""
     if budget_per_poll is None:
         return MAX_WALK_PAGES

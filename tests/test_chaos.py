@@ -89,17 +89,23 @@ def by_namespace(metrics: Metrics, name: str) -> dict[str, float]:
 
 class InFlight(HTTPAdapter):
     """Counts concurrent requests per URL path (no query), remembering the maximum; runs a
-    hook once, right after the first answer to a path it was set for comes back."""
+    hook once, just before the next request to a path is sent (:meth:`before_next`) or right
+    after its answer comes back (:meth:`after_next`), before the client reads it."""
 
     def __init__(self) -> None:
         super().__init__(pool_maxsize=32)
         self._lock = threading.Lock()
         self._now: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
+        self._before: dict[str, Callable[[], None]] = {}
         self._after: dict[str, Callable[[], None]] = {}
         self.hooked = threading.Event()
 
-    def after_first(self, path: str, hook: Callable[[], None]) -> None:
+    def before_next(self, path: str, hook: Callable[[], None]) -> None:
+        with self._lock:
+            self._before[path] = hook
+
+    def after_next(self, path: str, hook: Callable[[], None]) -> None:
         with self._lock:
             self._after[path] = hook
 
@@ -111,6 +117,11 @@ class InFlight(HTTPAdapter):
             self._now[path] += 1
             self.peak[path] = max(self.peak[path], self._now[path])
         try:
+            with self._lock:
+                before = self._before.pop(path, None)
+            if before is not None:
+                before()
+                self.hooked.set()
             response = super().send(request, *args, **kwargs)
             with self._lock:
                 hook = self._after.pop(path, None)
@@ -493,19 +504,36 @@ def test_namespace_deleted_between_listing_and_counting(
 ) -> None:
     """A 404 (10066) while counting drops that namespace's series at once; the poll is fine."""
     sim, d = start_clean(sims, daemon)
-    # Right after the next namespace list comes back (it still holds the namespace), and
-    # before the exporter reads it, the namespace is deleted: its walk then gets the 404.
-    lists = f"/client/v4/accounts/{ACCOUNT_A}/workers/durable_objects/namespaces"
-    d.adapter.after_first(lists, lambda: sim.remove_namespace(ACCOUNT_A, NS_SMALL))
-    wait_until(d.adapter.hooked.is_set, "the namespace list")
+    mark = len(d.logs)
+    # The exporter listed the namespace; just before its next walk of it asks for a page,
+    # the namespace is deleted: that request gets the 404.
+    objects = (
+        f"/client/v4/accounts/{ACCOUNT_A}/workers/durable_objects/namespaces/{NS_SMALL}/objects"
+    )
+    d.adapter.before_next(objects, lambda: sim.remove_namespace(ACCOUNT_A, NS_SMALL))
+    wait_until(d.adapter.hooked.is_set, "the walk of the namespace")
     # Until its series go, the namespace's last complete count (7) is still what is served.
     wait_until(lambda: NS_SMALL not in by_namespace(d.metrics(), f"{P}_objects"), "series dropped")
-    d.wait_polls(2)
+
+    def summaries() -> list[MutableMapping[str, Any]]:
+        done = ("poll finished", "poll finished with failures")
+        return [e for e in list(d.logs)[mark:] if e.get("event") in done]
+
+    wait_until(
+        lambda: any(e.get("namespaces_gone") == 1 for e in summaries()),
+        "the poll summary counts the namespace that went",
+    )
+    gone = next(e for e in summaries() if e.get("namespaces_gone") == 1)
+    # Gone is not a failure (a loaded machine may fail a poll for other reasons: a walk
+    # that got no page before the deadline; never for this namespace).
+    assert not any(NS_SMALL in n for n in gone.get("failed_namespaces", []))
+    assert gone.get("failed_accounts", []) == []
+    truth = {k: v for k, v in d.truth.items() if k != NS_SMALL}
+    wait_until(lambda: d.converged(0, truth), "a successful poll without the namespace")
     d.assert_healthy()
     m = d.metrics()
     assert pick(m, f"{SELF}_api_requests_total", endpoint="objects", code="404") >= 1
     assert pick(m, f"{SELF}_api_errors_total", endpoint="objects", error_code="10066") >= 1
-    assert pick(m, f"{SELF}_last_poll_success") == 1
     assert pick(m, f"{P}_namespaces") == 2
     assert all(
         NS_SMALL not in dict(k).values()
@@ -513,9 +541,6 @@ def test_namespace_deleted_between_listing_and_counting(
         for k in series
         if name.startswith(P)
     )
-    gone = [e for e in d.events("poll finished") if e.get("namespaces_gone") == 1]
-    assert gone, "the poll summary counts the namespace that went"
-    assert d.converged(0, {k: v for k, v in d.truth.items() if k != NS_SMALL})
 
 
 def test_token_revoked_mid_poll(
@@ -529,7 +554,7 @@ def test_token_revoked_mid_poll(
     sim.reset_stats()
     # Right after the first page of the 13-page walk comes back, the token is revoked.
     objects = f"/client/v4/accounts/{ACCOUNT_A}/workers/durable_objects/namespaces/{NS_BIG}/objects"
-    d.adapter.after_first(objects, lambda: sim.revoke_token(TOKEN))
+    d.adapter.after_next(objects, lambda: sim.revoke_token(TOKEN))
     wait_until(d.adapter.hooked.is_set, "the walk's first page")
     d.wait_polls(3)
     d.assert_healthy()

@@ -76,16 +76,16 @@ def test_walk_page_limit_follows_the_last_known_size() -> None:
 def test_a_first_walk_is_bounded_by_an_hour_of_its_budget() -> None:
     """No count yet: an endless cursor fails after the pages an hour of budget allows.
 
-    At 1,200 requests per 5 minutes (any interval), 14,400 pages (144 million objects);
-    without a budget, or at a huge one, the global bound of 100,000 pages.
+    At the default 1,000 requests per 5 minutes (any interval), 12,000 pages (120 million
+    objects); without a budget, or at a huge one, the global bound of 100,000 pages.
     """
-    assert first_walk_limit(1200 * 60 / 300, window_polls=300 / 60) == 14_400
-    assert first_walk_limit(1200 * 30 / 300, window_polls=300 / 30) == 14_400
+    assert first_walk_limit(1000 * 60 / 300, window_polls=300 / 60) == 12_000
+    assert first_walk_limit(1000 * 30 / 300, window_polls=300 / 30) == 12_000
     assert first_walk_limit(None, window_polls=1.0) == 100_000
     assert first_walk_limit(10**6, window_polls=5) == 100_000
     previous = snapshot(account(A, {"known": 50_000}, extra=("new",)))
-    plan = CountPlan(previous, [Credential("default", budget_per_poll=240, window_polls=5)])
-    assert plan.order("default", (A, "new")).max_pages == 14_400
+    plan = CountPlan(previous, [Credential("default", budget_per_poll=200, window_polls=5)])
+    assert plan.order("default", (A, "new")).max_pages == 12_000
     assert plan.order("default", (A, "known")).max_pages == 5 + 1_000  # growth bound
 
 
