@@ -219,16 +219,15 @@ def fold_account(
         counts=counts,
         incomplete=stalled,
     )
+    account = next_account(before, poll, credential=cred)
+    # Usage rows only for namespaces the inventory holds: the fresh list, else the last one
+    # (an answer that lands in a poll whose list failed never brings a deleted one back).
+    known = frozenset(ns.id for ns in account.namespaces) if account.namespaces_listed else None
     usage = next_analytics(
-        usage,
-        account_id,
-        gathered.analytics.get(account_id),
-        now=gathered.finished_at,
-        namespace_ids=(
-            frozenset(ns.id for ns in listed.namespaces) if isinstance(listed, Listed) else None
-        ),
-    )
-    return next_account(before, poll, credential=cred), usage, stalled
+        usage, account_id, gathered.analytics.get(account_id), now=gathered.finished_at,
+        namespace_ids=known,
+    )  # fmt: skip
+    return account, usage, stalled
 
 
 def _stalled(
@@ -342,7 +341,8 @@ def next_analytics(
     A complete answer for a window that continues the watermark is counted; an error (or no
     answer in time: ``None``) is recorded and counts nothing, so the next poll asks for the
     same minutes and more; a window nothing of which can be asked any more is skipped.
-    Namespaces gone from a fresh namespace list (or filtered out) lose their series.
+    Namespaces not in ``namespace_ids`` (gone from the inventory, or filtered out) lose
+    their series.
     """
     state = previous
     if answer is not None:

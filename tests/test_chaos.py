@@ -422,7 +422,9 @@ def test_fault_for_several_polls_then_recovery(
     d.wait_polls(3)
     m = d.metrics()
     d.assert_healthy()
-    assert pick(m, f"{SELF}_last_poll_success") == 0
+    # Some poll of the fault shows the failure (a walk that outlives a poll on a loaded
+    # machine fails the next one instead: the gauge may read 1 in between).
+    wait_until(lambda: pick(d.metrics(), f"{SELF}_last_poll_success") == 0, "a failed poll")
     assert pick(m, f"{SELF}_polls_total", result="failure") >= 2
     endpoint, code = case.requests
     assert pick(m, f"{SELF}_api_requests_total", endpoint=endpoint, code=code) > pick(
@@ -535,12 +537,8 @@ def test_namespace_deleted_between_listing_and_counting(
     assert pick(m, f"{SELF}_api_requests_total", endpoint="objects", code="404") >= 1
     assert pick(m, f"{SELF}_api_errors_total", endpoint="objects", error_code="10066") >= 1
     assert pick(m, f"{P}_namespaces") == 2
-    assert all(
-        NS_SMALL not in dict(k).values()
-        for name, series in m.items()
-        for k in series
-        if name.startswith(P)
-    )
+    left = [(name, k) for name, series in m.items() for k in series if NS_SMALL in dict(k).values()]
+    assert left == []
 
 
 def test_token_revoked_mid_poll(
