@@ -351,14 +351,15 @@ class Polls:
         self.poller = Poller(api, clock=self.clock, **poller_args)
 
     def until(self, previous: Snapshot, ready: Callable[[], bool], what: str) -> Snapshot:
-        """A poll whose deadline passes once ``ready()`` holds (its work got that far)."""
+        """A poll whose deadline passes once ``ready()`` holds (its work got that far), unless
+        it ended before (every task it started ended)."""
         out: list[Snapshot] = []
         deadline = self.clock.now + 30.0
         thread = threading.Thread(
             target=lambda: out.append(self.poller.poll(previous, deadline=deadline)), daemon=True
         )
         thread.start()
-        wait_until(ready, what)
+        wait_until(lambda: ready() or not thread.is_alive(), what)  # or it ended: nothing hung
         self.clock.advance(30.0)
         thread.join(SAFETY_TIMEOUT)
         assert out, "the poll ended at its deadline"
@@ -381,14 +382,10 @@ def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over() -> Non
     api = FakeApi({ACCOUNT_A: {N1: 10, N2: 20, N3: 30}})
     gate = api.hold("page", ACCOUNT_A, N3, 1)
     polls = Polls(api)
-
-    def fast_done() -> bool:
-        return bool(api.ended[("page", ACCOUNT_A, N1, 1)] and api.ended[("page", ACCOUNT_A, N2, 2)])
-
     first = polls.until(
         Snapshot(),
-        lambda: bool(fast_done()) and api.calls[("page", ACCOUNT_A, N3, 1)] > 0,
-        "fast walks",
+        lambda: polls.poller.delivered() == 2 and api.calls[("page", ACCOUNT_A, N3, 1)] == 1,
+        "the fast walks end, the slow one hangs",
     )
     account = first.account(ACCOUNT_A)
     assert account is not None
@@ -415,11 +412,12 @@ def test_walk_in_flight_is_not_started_twice() -> None:
     api = FakeApi({ACCOUNT_A: {N1: 10, N2: 20}})
     gate = api.hold("page", ACCOUNT_A, N2, 1)
     polls = Polls(api)
-    started = lambda: api.calls[("page", ACCOUNT_A, N2, 1)] == 1  # noqa: E731
-    first = polls.until(
-        Snapshot(), lambda: started() and api.ended[("page", ACCOUNT_A, N1, 1)] == 1, "poll 1"
-    )
-    second = polls.until(first, lambda: api.ended[("page", ACCOUNT_A, N1, 1)] == 2, "poll 2")
+
+    def ready() -> bool:  # N1 counted, N2's walk hangs
+        return polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 1)] == 1
+
+    first = polls.until(Snapshot(), ready, "poll 1")
+    second = polls.until(first, ready, "poll 2")
     assert api.calls[("page", ACCOUNT_A, N2, 1)] == 1  # never requested twice
     account = second.account(ACCOUNT_A)
     assert account is not None and N2 not in account.counts
@@ -437,11 +435,8 @@ def test_walk_progressing_across_the_deadline_is_not_a_failure() -> None:
     polls = Polls(api)
     first = polls.until(
         Snapshot(),
-        lambda: (
-            api.calls[("page", ACCOUNT_A, N2, 3)] == 1
-            and api.ended[("page", ACCOUNT_A, N1, 1)] == 1
-        ),
-        "two pages of the big walk",
+        lambda: polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 3)] == 1,
+        "N1 counted, two pages of the big walk read",
     )
     account = first.account(ACCOUNT_A)
     assert account is not None and account.last_poll_success
@@ -474,7 +469,9 @@ def test_carried_over_walk_survives_a_failed_list() -> None:
     gate = api.hold("page", ACCOUNT_A, N2, 1)
     polls = Polls(api)
     first = polls.until(
-        Snapshot(), lambda: api.calls[("page", ACCOUNT_A, N2, 1)] == 1, "the slow walk starts"
+        Snapshot(),
+        lambda: polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 1)] == 1,
+        "N1 counted, the slow walk hangs",
     )
     gate.set()
     wait_until(lambda: polls.poller.inflight() == 0, "the slow walk ends after its poll")
@@ -536,10 +533,10 @@ def test_slow_discovery_keeps_every_account() -> None:
     """GET /accounts slower than the poll: the known accounts are polled and kept, every poll."""
     api, polls, snap = discovery_baseline()
     gate = api.hold("accounts")
-    for n in range(3):
+    for _ in range(3):
 
-        def lists_done(n: int = n) -> bool:
-            return api.ended[("list", ACCOUNT_B)] == n + 2 and polls.poller.inflight() == 0
+        def lists_done() -> bool:  # every walk of this poll ended
+            return polls.poller.delivered() == 3
 
         before, snap = snap, polls.until(snap, lists_done, "the known accounts' lists and walks")
         assert_kept(snap, before, success=True)  # their own lists and counts were read
@@ -579,9 +576,12 @@ def test_walks_holding_every_worker_do_not_hold_up_lists() -> None:
     api, polls, first = discovery_baseline(max_workers=1)
     gate = api.hold("page", ACCOUNT_A, N2, 1)
 
-    def holding(n: int) -> Callable[[], bool]:
+    def holding(n: int) -> Callable[[], bool]:  # poll n: discovery, both lists, N1's walk
         return lambda: (
-            api.ended[("list", ACCOUNT_B)] == n and api.calls[("page", ACCOUNT_A, N2, 1)] == 2
+            api.ended[("accounts",)] == n
+            and api.ended[("list", ACCOUNT_A)] == n
+            and api.ended[("list", ACCOUNT_B)] == n
+            and api.calls[("page", ACCOUNT_A, N2, 1)] == 2
         )
 
     second = polls.until(first, holding(2), "the big walk holds the only walk thread")
