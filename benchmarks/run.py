@@ -174,7 +174,7 @@ def part_schedule(args: argparse.Namespace) -> tuple[list[Row], str]:
 
     The scheduling itself (small namespaces every interval, huge walks across intervals,
     ``full_refresh_seconds``) is covered by tests/test_scheduling.py; this part is the
-    arithmetic the README quotes.
+    arithmetic docs/benchmarks.md quotes.
     """
     interval, page = 300, 10_000
     rows = []

@@ -27,9 +27,9 @@ from typing import Any
 from _sim import PYTHON, SimProcess, scenario
 from prometheus_client.exposition import generate_latest
 
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.collector import render
-from do_exporter.config import MAX_RATE_LIMIT, Config, Secret
+from do_exporter.config import MAX_RATE_LIMIT, Config, Credential, Secret
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
 from do_exporter.server import Body, MetricsServer
 
@@ -118,8 +118,15 @@ def run(smoke: bool = False) -> list[dict[str, Any]]:
     snapshot = big_snapshot(accounts, per_account)
     rows: list[dict[str, Any]] = []
     with SimProcess(scenario(load_objects)) as sim:
-        config = Config(api_rate_limit=MAX_RATE_LIMIT)
-        exporter = Exporter(config, Target(sim.api_url, Secret(sim.token), sim.account_ids))
+        config = Config()
+        credential = Credential(
+            "default",
+            sim.account_ids,
+            token=Secret(sim.token),
+            api_rate_limit=MAX_RATE_LIMIT,
+            api_url=sim.api_url,
+        )
+        exporter = Exporter(config, credential)
         started = time.perf_counter()
         exporter.store.publish(snapshot)
         publish_s = time.perf_counter() - started

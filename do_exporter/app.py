@@ -1,33 +1,37 @@
 """Wiring: client, poller, snapshot store, HTTP server and the APScheduler loop.
 
 One interval job polls (``max_instances=1``, ``coalesce=True``, first run at start-up);
-scrapes read the store. :meth:`Exporter.run` returns when the stop event is set (SIGTERM or
-SIGINT), after cancelling any poll in flight; its ``reload`` event (SIGHUP) re-reads the token
-files at once (they are also re-read when they change, see :class:`~.config.TokenFile`).
+scrapes read the store. :meth:`Exporter.start` starts serving and polling and returns;
+:meth:`Exporter.stop` ends it in seconds whatever is in flight: the jobs (token
+verification, polls) run on daemon threads (:mod:`do_exporter.jobs`) that it cancels and
+does not wait for. The CLI turns signals into calls of these (:mod:`do_exporter.signals`);
+:meth:`Exporter.reload_tokens` re-reads the token files (SIGHUP; they are also re-read when
+they change, see :class:`~.config.TokenFile`).
+
+The client and limiter factories and the clock are arguments, so tests hand in fakes.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Protocol, cast
 
 import requests
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .check import describe_error
-from .cloudflare import CloudflareAPIError, CloudflareClient
-from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Secret, TokenFile
+from .clock import SYSTEM, Clock
+from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
+from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
+from .jobs import DaemonExecutor
 from .model import Snapshot
-from .planner import AnalyticsPlan, Credential
+from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .selfmetrics import ExporterMetrics
@@ -42,58 +46,60 @@ log = structlog.get_logger("do_exporter.app")
 PER_SECOND_LIMIT = 100
 # A scheduled poll publishes what it has this long before the next one is due.
 DEADLINE_MARGIN = 0.1
+# Seconds shutdown waits, in all, for cancelled jobs to end (they are not waited for beyond).
+JOB_GRACE = 1.0
+
+
+class ClientFactory(Protocol):
+    """Builds one credential's API client (``CloudflareClient`` takes these arguments)."""
+
+    def __call__(
+        self,
+        session: requests.Session,
+        base_url: str,
+        token: Secret,
+        *,
+        limiter: RateLimiter,
+        graphql_limiter: RateLimiter | None,
+        timeout: float,
+        observer: RequestObserver | None,
+        cancel: threading.Event | None,
+    ) -> CloudflareClient: ...
+
+
+# Builds a rate limiter: (requests, window seconds, per_second=, reserve=, cancel=).
+LimiterFactory = Callable[..., RateLimiter]
 
 
 class StartupError(Exception):
     """The exporter cannot start (e.g. the listen address is taken); one line for the user."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One credential: where the API is, its token, its accounts and its budget.
-
-    From the flags (one), ``--config.file`` (several) or the demo simulator. ``None`` budget
-    fields take the flags' values.
-    """
-
-    api_url: str
-    token: Secret
-    account_ids: tuple[str, ...]
-    name: str = DEFAULT_CREDENTIAL
-    api_rate_limit: int | None = None
-    api_reserve: int | None = None
-
-
-def targets_from(config: Config) -> tuple[Target, ...]:
-    """One target per configured credential (the flags make one named ``default``)."""
-    return tuple(
-        Target(
-            config.api_url,
-            c.token,
-            c.account_ids,
-            name=c.name,
-            api_rate_limit=c.api_rate_limit,
-            api_reserve=c.api_reserve,
-        )
-        for c in config.credentials
-    )
-
-
 class Exporter:
-    """The daemon: everything the process runs, built from a :class:`Config`."""
+    """The daemon: everything the process runs, built from a :class:`Config`.
+
+    ``client_factory`` and ``limiter_factory`` build each credential's client and rate
+    limiters (tests pass fakes or partials); ``clock`` is read for poll deadlines, poll
+    durations and token expiry.
+    """
 
     def __init__(
         self,
         config: Config,
-        target: Target | Sequence[Target],
+        credentials: Credential | Sequence[Credential] = (),
         *,
         web: WebConfig | None = None,
+        client_factory: ClientFactory = CloudflareClient,
+        limiter_factory: LimiterFactory = RateLimiter,
+        clock: Clock = SYSTEM,
     ) -> None:
-        self.config = config
-        self.web = web
-        self.targets = (target,) if isinstance(target, Target) else tuple(target)
+        self.config, self.web, self.clock = config, web, clock
+        if isinstance(credentials, Credential):
+            credentials = (credentials,)
+        given = credentials or config.credentials
+        self.targets = tuple(c.for_interval(config.interval) for c in given)
         if not self.targets:
-            raise ValueError("an exporter needs at least one target")
+            raise ValueError("an exporter needs at least one credential")
         # Every token source in use, once each (SIGHUP re-reads them).
         self.tokens: tuple[Secret, ...] = tuple(
             {
@@ -107,42 +113,13 @@ class Exporter:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.max_concurrency)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.limiters: dict[str, RateLimiter] = {}
-        sources: list[Source] = []
-        for t in self.targets:
-            rate = t.api_rate_limit if t.api_rate_limit is not None else config.api_rate_limit
-            reserve = t.api_reserve if t.api_reserve is not None else config.api_reserve
-            limiter = RateLimiter(
-                rate,
-                RATE_LIMIT_WINDOW,
-                per_second=PER_SECOND_LIMIT,
-                reserve=reserve,
-                cancel=self.cancel,
-            )
-            client = CloudflareClient(
-                self.session,
-                t.api_url,
-                t.token,
-                limiter=limiter,
-                graphql_limiter=RateLimiter(
-                    config.graphql_rate_limit, RATE_LIMIT_WINDOW, cancel=self.cancel
-                ),
-                timeout=config.api_timeout,
-                observer=self.metrics.for_credential(t.name),
-                cancel=self.cancel,
-            )
-            budget = rate * config.interval / RATE_LIMIT_WINDOW
-            credential = Credential(
-                t.name, t.account_ids, budget, window_polls=RATE_LIMIT_WINDOW / config.interval
-            )
-            self.metrics.add_budget(t.name, limiter)
-            self.limiters[t.name] = limiter
-            sources.append(Source(credential, client, limiter))
-        self.sources = tuple(sources)
-        self.limiter = sources[0].limiter
-        self.client = sources[0].client
+        self._client_factory, self._limiter_factory = client_factory, limiter_factory
+        self.limiters: dict[str, RateLimiter] = {}  # by credential name, filled by _source
+        self.sources = tuple(self._source(t) for t in self.targets)
+        self.limiter = self.sources[0].limiter
+        self.client = self.sources[0].client
         self.poller = Poller(
-            sources=sources,
+            sources=self.sources,
             analytics=(
                 AnalyticsPlan(delay=config.analytics_delay, interval=config.interval)
                 if config.analytics
@@ -155,6 +132,32 @@ class Exporter:
         self.store = SnapshotStore()
         self.started = threading.Event()  # set once the HTTP server listens
         self.port: int | None = None
+        self._server: MetricsServer | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._executors: tuple[DaemonExecutor, ...] = ()
+
+    def _source(self, credential: Credential) -> Source:
+        """One credential's limiter, client and budget."""
+        config = self.config
+        limiter = self._limiter_factory(
+            credential.api_rate_limit, RATE_LIMIT_WINDOW, per_second=PER_SECOND_LIMIT,
+            reserve=credential.api_reserve, cancel=self.cancel,
+        )  # fmt: skip
+        client = self._client_factory(
+            self.session,
+            credential.api_url,
+            credential.token,
+            limiter=limiter,
+            graphql_limiter=self._limiter_factory(
+                config.graphql_rate_limit, RATE_LIMIT_WINDOW, cancel=self.cancel
+            ),
+            timeout=config.api_timeout,
+            observer=self.metrics.for_credential(credential.name),
+            cancel=self.cancel,
+        )
+        self.metrics.add_budget(credential.name, limiter)
+        self.limiters[credential.name] = limiter
+        return Source(credential, client, limiter)
 
     # -- polling --------------------------------------------------------------------------
 
@@ -169,17 +172,17 @@ class Exporter:
         return snapshot
 
     def _poll_job(self) -> None:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         interval = self.config.interval
         try:
-            self.poll_once(deadline=time.time() + interval * (1 - DEADLINE_MARGIN))
+            self.poll_once(deadline=self.clock.time() + interval * (1 - DEADLINE_MARGIN))
         except Cancelled:
             log.info("poll cancelled by shutdown")
             return
         except Exception:  # never let a bug stop the schedule: log it and poll again later
             log.exception("poll crashed; keeping the last snapshot")
             return
-        took = time.monotonic() - started
+        took = self.clock.monotonic() - started
         if took > interval:
             log.warning(
                 "poll took longer than the interval; the next poll starts late",
@@ -197,38 +200,42 @@ class Exporter:
         account, so a missing Workers Scripts Read shows before the first poll ends.
         Objects are not read; analytics permissions are the poller's to report.
         """
-        targets = [
-            (s.credential.name, cast(CloudflareClient, s.client), s.credential.account_ids)
-            for s in self.sources
-        ]
         states: list[TokenHealth] = []
-        for name, client, account_ids in targets:
+        for source in self.sources:
+            name = source.credential.name
             try:
-                previous = self.metrics.token_health.get(name)
-                health = verify_credential(client, name, account_ids, previous)
-                self.metrics.token_health.update(health)
-                states.append(health)
-                text = problem(health, time.time())
-                if text is not None:
-                    bad = health.status in ("invalid", "disabled", "expired")
-                    (log.error if bad else log.warning)(text, credential=name)
-                if not capabilities or health.status != "active":
-                    continue
-                for account_id in account_ids:
-                    try:
-                        client.probe_namespaces(account_id)
-                    except CloudflareAPIError as exc:
-                        outcome, detail = describe_error(exc)
-                        log.error(
-                            f"the token cannot list this account's namespaces: {outcome} {detail}",
-                            credential=name,
-                            account_id=account_id,
-                        )
+                health = self._verify(source, capabilities=capabilities)
             except Cancelled:
                 return states
             except Exception:  # a bug here must not stop the exporter or the schedule
                 log.exception("verifying the API token failed", credential=name)
+                continue
+            states.append(health)
         return states
+
+    def _verify(self, source: Source, *, capabilities: bool) -> TokenHealth:
+        name, account_ids = source.credential.name, source.credential.account_ids
+        client = cast(CloudflareClient, source.client)  # the poller sees only ApiClient
+        previous = self.metrics.token_health.get(name)
+        health = verify_credential(client, name, account_ids, previous)
+        self.metrics.token_health.update(health)
+        text = problem(health, self.clock.time())
+        if text is not None:
+            bad = health.status in ("invalid", "disabled", "expired")
+            (log.error if bad else log.warning)(text, credential=name)
+        if not capabilities or health.status != "active":
+            return health
+        for account_id in account_ids:
+            try:
+                client.probe_namespaces(account_id)
+            except CloudflareAPIError as exc:
+                outcome, detail = describe_error(exc)
+                log.error(
+                    f"the token cannot list this account's namespaces: {outcome} {detail}",
+                    credential=name,
+                    account_id=account_id,
+                )
+        return health
 
     # -- serving --------------------------------------------------------------------------
 
@@ -259,22 +266,19 @@ class Exporter:
         log.info("SIGHUP received: re-reading the API token files", token_files=len(files))
         return sum(token.reload() for token in files)
 
-    def _reloader(self, done: threading.Event, reload: threading.Event) -> None:
-        while True:
-            reload.wait()
-            if done.is_set():
-                return
-            reload.clear()
-            try:
-                self.reload_tokens()
-            except Exception:  # a bug here must not end SIGHUP handling
-                log.exception("re-reading the API token files failed")
+    def run(self, stop: threading.Event) -> None:
+        """Serve and poll until ``stop`` is set, then shut down (:meth:`start`,
+        :meth:`stop`)."""
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
 
-    def run(self, stop: threading.Event, reload: threading.Event | None = None) -> None:
-        """Serve and poll until ``stop`` is set, then shut down cleanly.
-
-        Each time ``reload`` is set (the CLI sets it on SIGHUP) the token files are re-read.
-        """
+    def start(self) -> None:
+        """Listen, then start the jobs: the start-up token verification, the polls (the first
+        at once) and the hourly verification. Returns at once; :class:`StartupError` when
+        the listen address cannot be used."""
         try:
             server = MetricsServer(
                 self.config.listen_host,
@@ -282,14 +286,35 @@ class Exporter:
                 metrics=self.exposition_parts,
                 ready=self.ready,
                 web=self.web,
+                clock=self.clock,
             )
         except OSError as exc:
             raise StartupError(
                 f"--web.listen-address/DO_EXPORTER_LISTEN_ADDRESS: cannot listen on "
                 f"{self.config.listen_address}: {exc.strerror or exc}"
             ) from None
+        self._scheduler = self._schedule()
+        server.start()
+        self._server, self.port = server, server.port
+        self.started.set()
+        log.info(
+            "do-exporter started",
+            version=__version__,
+            listen_address=format_address(self.config.listen_host, server.port),
+            scheme=server.scheme,
+            basic_auth=bool(self.web and self.web.auth),
+            interval_seconds=self.config.interval,
+            api_rate_limit=self.config.api_rate_limit,
+            accounts=list(self.poller.account_ids) or "discover",
+            credentials=[t.name for t in self.targets],
+            api_reserve=self.config.api_reserve,
+        )
+        self._scheduler.start()
+
+    def _schedule(self) -> BackgroundScheduler:
+        self._executors = (DaemonExecutor("poll"), DaemonExecutor("verify"))
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            executors=dict(zip(("default", "verify"), self._executors, strict=True)),
             timezone=UTC,
         )
         scheduler.add_listener(self._on_job_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR)
@@ -310,7 +335,6 @@ class Exporter:
             misfire_grace_time=None,
         )
         # Token health, hourly, in its own thread so that a long poll does not delay it.
-        scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "verify")
         scheduler.add_job(
             self.verify_tokens,
             trigger="interval",
@@ -321,42 +345,26 @@ class Exporter:
             max_instances=1,
             coalesce=True,
         )
-        server.start()
-        self.port = server.port
-        self.started.set()
-        log.info(
-            "do-exporter started",
-            version=__version__,
-            listen_address=f"{self.config.listen_host or '0.0.0.0'}:{server.port}",
-            scheme=server.scheme,
-            basic_auth=bool(self.web and self.web.auth),
-            interval_seconds=self.config.interval,
-            api_rate_limit=self.config.api_rate_limit,
-            accounts=list(self.poller.account_ids) or "discover",
-            credentials=[t.name for t in self.targets],
-            api_reserve=self.config.api_reserve,
-        )
-        scheduler.start()
-        done = threading.Event()
-        reloader = None
-        if reload is not None:
-            reloader = threading.Thread(
-                target=self._reloader, args=(done, reload), name="token-reload", daemon=True
-            )
-            reloader.start()
-        try:
-            stop.wait()
-        finally:
-            log.info("shutting down")
-            done.set()
-            if reload is not None and reloader is not None:
-                reload.set()  # wakes the reloader, which sees `done` and returns
-                reloader.join(timeout=5)
-            self.cancel.set()
-            scheduler.shutdown(wait=False)
-            server.stop()
-            self.session.close()
-            log.info("stopped")
+        return scheduler
+
+    def stop(self) -> None:
+        """Shut down in seconds whatever is in flight: cancel the jobs, stop the server (at
+        most 5 s for its thread), close the session, then give the jobs at most
+        ``JOB_GRACE`` seconds in all to end; a job still blocked (a request to a silent or
+        trickling API) is left on its daemon thread, which does not hold the process.
+        Idempotent; a no-op before :meth:`start`."""
+        if self._server is None or self._scheduler is None:
+            return
+        log.info("shutting down")
+        self.cancel.set()
+        self._scheduler.shutdown(wait=False)
+        self._server.stop()
+        self.session.close()
+        self._server = None
+        ends = self.clock.monotonic() + JOB_GRACE
+        for executor in self._executors:
+            executor.join(max(0.0, ends - self.clock.monotonic()))
+        log.info("stopped")
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -32,7 +32,7 @@ from typing import TextIO
 
 import requests
 
-from .analytics import AnalyticsError, Window, build_request, floor_minute
+from .analytics import AnalyticsError, Window, as_usage, build_request, decode_answer, floor_minute
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -293,9 +293,10 @@ def check_account(
                 out.append(Result(account_id, OBJECTS, OK))
     if analytics:
         end = floor_minute(now - ANALYTICS_DELAY)
-        body = build_request(account_id, Window(end - 60, end), page_size=1)
+        body = build_request(account_id, Window(end - 60, end), page_size=1, groups=())
         try:
-            answer = client.graphql(account_id, body)
+            graphql = client.graphql(account_id, body)
+            answer = as_usage(decode_answer(graphql.document, status=graphql.status), page_size=1)
         except CloudflareAPIError as exc:
             out.append(Result(account_id, ANALYTICS, FAILED, str(exc)))
         else:
@@ -413,4 +414,4 @@ def run_check(
 
 def demo_credential(token: str) -> Credential:
     """The credential ``--check --demo`` checks: the built-in simulator's token."""
-    return Credential(DEFAULT_CREDENTIAL, Secret(token))
+    return Credential(DEFAULT_CREDENTIAL, token=Secret(token))

@@ -21,7 +21,16 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .analytics import AnalyticsState, Window, next_window
+from .analytics import (
+    DEFAULT_LIMITS,
+    DEFAULT_TOP_OBJECTS,
+    AnalyticsState,
+    NodeLimits,
+    Window,
+    next_window,
+)
+from .config import Credential  # the one credential type, resolved by the config
+from .metrics.groups import GROUPS
 from .model import Key, Namespace, Snapshot
 from .ratelimit import Lane
 
@@ -86,20 +95,6 @@ class InFlight:
     discovering: frozenset[str] = frozenset()  # credentials whose GET /accounts runs
     listing: frozenset[str] = frozenset()  # accounts whose namespace list runs
     walks: Mapping[Key, WalkState] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """What the planner needs of one credential: its name, its accounts, its budget."""
-
-    name: str
-    account_ids: tuple[str, ...] = ()  # empty: discovered with GET /accounts
-    budget_per_poll: float | None = None  # requests one interval allows (None: no limit)
-    window_polls: float = 1.0  # polls per rate-limit window (window / interval)
-
-    @property
-    def discovers(self) -> bool:
-        return not self.account_ids
 
 
 # -- the start of a poll --------------------------------------------------------------------
@@ -303,28 +298,40 @@ def counts_due(
 class AnalyticsPlan:
     """How usage analytics are polled: whole closed minutes older than ``delay``; the first
     window is the last ``interval`` of them; a denied account is asked again after
-    ``retry_denied`` seconds."""
+    ``retry_denied`` seconds; ``top_objects`` busiest objects per account (0: none) and the
+    families ``groups`` on shape the query."""
 
     delay: float
     interval: float
     retry_denied: float = 3600.0
+    top_objects: int = DEFAULT_TOP_OBJECTS
+    groups: frozenset[str] = frozenset(GROUPS)
 
 
 def analytics_window(
-    state: AnalyticsState | None, now: float, plan: AnalyticsPlan
+    state: AnalyticsState | None,
+    now: float,
+    plan: AnalyticsPlan,
+    *,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Window | None:
     """The window an account's query asks for now (None: no new closed minute)."""
     watermark = state.watermark if state is not None else None
-    return next_window(watermark, now, delay=plan.delay, interval=plan.interval)
+    return next_window(watermark, now, delay=plan.delay, interval=plan.interval, limits=limits)
 
 
 def analytics_due(
-    state: AnalyticsState | None, now: float, plan: AnalyticsPlan, denied_at: float | None
+    state: AnalyticsState | None,
+    now: float,
+    plan: AnalyticsPlan,
+    denied_at: float | None,
+    *,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Window | None:
     """The window to ask for, unless the token was refused the permission lately."""
     if denied_at is not None and now - denied_at < plan.retry_denied:
         return None
-    return analytics_window(state, now, plan)
+    return analytics_window(state, now, plan, limits=limits)
 
 
 __all__ = [

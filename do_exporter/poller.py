@@ -1,32 +1,38 @@
 """The executor: carries out what :mod:`do_exporter.planner` decides, on threads, over HTTP.
 
 A poll asks the planner what to start (:func:`~do_exporter.planner.poll_start`), runs
-discovery and namespace lists on a small pool of their own (they never wait behind object
-walks, and their requests go first in the rate limiter's queue), applies the namespace
-filter to each list, starts the walks each list makes due on the walk pool in the planner's
-order, waits until everything ended or the deadline came, and hands what its tasks delivered
-to :func:`~do_exporter.publish.publish`. The data goes one way: a walk delivers a typed
-outcome (``Counted``, ``Gone``, ``Failed``) into the poller's mailbox; the poll's end drains
-the mailbox into the fold, which returns the next snapshot and nothing else.
+discovery and namespace lists on a pool of their own (never behind object walks; their
+requests go first in the rate limiter's queue), applies the namespace filter to each list,
+starts the walks it makes due in the planner's order, waits until everything ended or the
+deadline came, and hands what its tasks delivered to :func:`~do_exporter.publish.publish`.
+One way: a walk delivers a typed outcome (``Counted``, ``Gone``, ``Failed``) into the
+mailbox; the poll's end drains it into the fold, which returns the next snapshot only.
 
-Walks still running at the deadline are not cancelled: they carry on, and their outcome joins
-a later poll; a namespace (or list, or discovery) whose request is in flight is not started
-again. That is how a huge namespace is spread over several intervals without holding up the
-small ones. All mutable state lives in :class:`Poller` under one lock; every decision about
-it is a pure function of a copy (:class:`~do_exporter.planner.InFlight`).
+Walks still running at the deadline carry on; their outcome joins a later poll, and work in
+flight is never started twice: a huge namespace is spread over several intervals without
+holding up the small ones. Mutable state lives in :class:`Poller` under one lock; every
+decision about it is a pure function of a copy (:class:`~do_exporter.planner.InFlight`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 
-from .analytics import MAX_PAGES as ANALYTICS_MAX_PAGES
-from .analytics import AccountUsage, AnalyticsError, AnalyticsState, Window, build_request
+from .analytics import (
+    AnalyticsError,
+    AnalyticsState,
+    LimitsBook,
+    Retry,
+    Window,
+    decode_answer,
+    fetch_usage,
+)
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError
 from .model import (
@@ -55,7 +61,7 @@ from .planner import (
     lane_for,
     poll_start,
 )
-from .pollreport import report
+from .pollreport import analytics_outcome, report
 from .pool import Pool, Run
 from .publish import AnalyticsAnswer, Gathered, publish
 from .ratelimit import Lane, RateLimiter
@@ -160,6 +166,8 @@ class Poller:
         self._analytics = analytics
         self._querying: set[str] = set()  # accounts whose analytics query runs
         self._denied: dict[str, float] = {}  # account -> when analytics were refused
+        self._limits = LimitsBook()  # each account's dataset limits, read from settings
+        self._deadline: float | None = None  # the running poll's deadline
 
     @property
     def account_ids(self) -> tuple[str, ...]:
@@ -190,8 +198,7 @@ class Poller:
 
     def delivered(self) -> int:
         """Walk outcomes waiting for the next poll's end."""
-        with self._lock:
-            return len(self._delivered)
+        return len(self._delivered)  # one read of a dict: atomic
 
     def _view(self) -> InFlight:
         """A copy of what runs now (under the lock)."""
@@ -210,6 +217,7 @@ class Poller:
         the module docstring. Raises :class:`~do_exporter.ratelimit.Cancelled` on shutdown.
         """
         started = self._clock.time()
+        self._deadline = deadline
         requests_before = self._requests_made()
         state = self._start(previous, started)
         finished_all = state.run.wait(deadline, self._clock, self._cancel)
@@ -324,7 +332,11 @@ class Poller:
             if account_id in self._querying:
                 return  # an earlier poll's query still runs; its answer is dropped
             window = analytics_due(
-                before, self._clock.time(), self._analytics, self._denied.get(account_id)
+                before,
+                self._clock.time(),
+                self._analytics,
+                self._denied.get(account_id),
+                limits=self._limits.limits(account_id),
             )
         if window is not None:
             self._analytics_pool.submit(
@@ -334,22 +346,30 @@ class Poller:
     def _analytics_task(
         self, account_id: str, cred: str, window: Window, state: _PollState
     ) -> Callable[[], None]:
-        client = self._sources[cred].client
+        client, plan = self._sources[cred].client, self._analytics
+        assert plan is not None
+
+        def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
+            try:
+                answer = client.graphql(account_id, body)
+                return decode_answer(answer.document, status=answer.status)
+            except CloudflareAPIError as exc:
+                return AnalyticsError(
+                    exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status
+                )
 
         def query() -> AnalyticsAnswer:
-            usage: AccountUsage | None = None
-            after = ""
-            for _ in range(ANALYTICS_MAX_PAGES):
-                page = client.graphql(account_id, build_request(account_id, window, after=after))
-                if isinstance(page, AnalyticsError):
-                    return page
-                usage = page if usage is None else usage.merge(page)
-                if usage.next_after is None:
-                    return usage
-                after = usage.next_after
-            return AnalyticsError(
-                "invalid_response", f"more than {ANALYTICS_MAX_PAGES} pages of namespaces"
-            )
+            # The plan's limits (settings) at start-up and hourly; the defaults meanwhile.
+            limits = self._limits.refresh(send, account_id, self._clock.time())
+            if isinstance(limits, AnalyticsError):
+                if limits.permission_denied:
+                    return limits
+                limits = self._limits.limits(account_id)
+            retry = Retry(now=self._clock.time, wait=self._cancel.wait, deadline=self._deadline)
+            return fetch_usage(
+                send, account_id, window, limits=limits, top_objects=plan.top_objects,
+                groups=plan.groups, retry=retry,
+            )  # fmt: skip
 
         def task() -> None:
             answer: AnalyticsAnswer | None = None
@@ -375,29 +395,14 @@ class Poller:
         return task
 
     def _note_analytics(self, account_id: str, answer: AnalyticsAnswer) -> None:
-        if not isinstance(answer, AnalyticsError):
-            with self._lock:
-                self._denied.pop(account_id, None)
-            return
-        if answer.permission_denied:
-            with self._lock:
-                first = account_id not in self._denied
+        denied = isinstance(answer, AnalyticsError) and answer.permission_denied
+        with self._lock:
+            first = account_id not in self._denied
+            if denied:
                 self._denied[account_id] = self._clock.time()
-            if first:
-                log.warning(
-                    "usage analytics off for this account: the token lacks the permission "
-                    "Account Analytics: Read (asked again in an hour)",
-                    account_id=account_id,
-                )
-            return
-        log.warning(
-            "usage analytics query failed; the last counted values stay",
-            account_id=account_id,
-            error_kind=answer.kind,
-            error_codes=list(answer.codes),
-            error=answer.message[:300],
-            status=answer.status,
-        )
+            elif not isinstance(answer, AnalyticsError):
+                self._denied.pop(account_id, None)
+        analytics_outcome(account_id, answer, first_denial=first)
 
     def _list_task(self, account_id: str, cred: str, state: _PollState) -> Callable[[], None]:
         client = self._sources[cred].client

@@ -1,5 +1,6 @@
-"""What a poll says in the log when it ends: stalls, crashed accounts, the summary line and
-a budget that cannot count everything each interval (read-only over the fold's result)."""
+"""What a poll says in the log: a usage query's failure, and when the poll ends: stalls,
+crashed accounts, the summary line and a budget that cannot count everything each interval
+(read-only over what the poll gathered and the fold's result)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from .analytics import AnalyticsError
 from .model import Failed, Gone, Listed
 from .planner import CountPlan
 from .publish import Gathered, Published
@@ -95,3 +97,25 @@ def summary(
         )
     else:
         log.info("poll finished", **fields)
+
+
+def analytics_outcome(account_id: str, answer: object, *, first_denial: bool) -> None:
+    """Log a usage query's failure (a permission refusal once, until it is granted)."""
+    if not isinstance(answer, AnalyticsError):
+        return
+    if answer.permission_denied:
+        if first_denial:
+            log.warning(
+                "usage analytics off for this account: the token lacks the permission "
+                "Account Analytics: Read (asked again in an hour)",
+                account_id=account_id,
+            )
+        return
+    log.warning(
+        "usage analytics query failed; the last counted values stay",
+        account_id=account_id,
+        error_kind=answer.kind,
+        error_codes=list(answer.codes),
+        error=answer.message[:300],
+        status=answer.status,
+    )

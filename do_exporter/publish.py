@@ -24,6 +24,7 @@ from .analytics import (
     Window,
     advance,
     forget,
+    known_namespaces,
     record_failure,
     skip,
 )
@@ -357,7 +358,7 @@ def next_analytics(
             denied = result is not None and result.permission_denied
             state = record_failure(state, result, denied=denied)
     if state is not None and namespace_ids is not None:
-        known = {*state.counters, *state.websockets, *state.stored_bytes}
+        known = known_namespaces(state)
         state = forget(state, [ns for ns in known if ns not in namespace_ids])
     return state
 

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .cloudflare import INVALID_RESPONSE, TRANSPORT, RequestObserver
+from .observe import INVALID_RESPONSE, TRANSPORT, RequestObserver
 from .collector import SELF
 from .ratelimit import RateLimiter
 from .tokenhealth import TokenHealthMetrics

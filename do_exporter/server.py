@@ -15,7 +15,13 @@ How connections are served, so that hostile clients cannot keep Prometheus out:
   kilobytes each and no thread, and they cannot keep a new connection from being read.
 - Only a complete head gets a thread (from a pool of at most ``max_answering``, 256): it
   checks basic auth, composes and writes the answer, bounded as a whole by
-  ``answer_timeout`` (15 s), then hands a keep-alive connection back to the selector.
+  ``answer_timeout`` (15 s), then hands a keep-alive connection back to the selector. When
+  all are busy, the answer running longest (over ``shed_after``, 1 s: a client that does not
+  read) is cut to make room (:mod:`do_exporter.answerpool`); only when all are younger does
+  a request get 503.
+- Basic auth work is bounded (:mod:`do_exporter.authguard`): remembered passwords cost
+  nothing, one bcrypt check at a time, failed checks rate limited per address and overall;
+  a request over those limits gets 429 after ``TARPIT`` (1 s), from the selector thread.
 - A refused head (400, 414, 431, 505) or a head that ran out of time (408) is answered at
   once from the selector thread, then the connection is closed after draining what the
   client still sends for at most 2 s, so the client can read the answer.
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import queue
 import selectors
 import socket
 import ssl
@@ -33,25 +38,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
 import structlog
 
 from . import __version__
+from .answerpool import AnswerPool
+from .authguard import AuthGuard, AuthLimits, Verdict
+from .clock import SYSTEM, Clock
 from .httphead import MAX_HEAD, Refusal, Request, parse_head
+from .httpwire import LANDING, SERVER, TEXT, plain_answer, send_all
 from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.server")
 
 # The classic text format; generate_latest writes it whatever the library's newest one is.
 CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
-TEXT = "text/plain; charset=utf-8"
-SERVER = f"do-exporter/{__version__}"
 ALLOWED = frozenset({"GET", "HEAD"})
 KNOWN = frozenset({"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
+TARPIT = 1.0  # seconds before a client over the authentication limits gets its 429
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
@@ -68,49 +76,16 @@ class Limits:
     max_waiting: int = 512  # connections waiting for a head; the oldest is closed beyond
     max_answering: int = 256  # answers written at once (threads)
     worker_idle: float = 60.0  # seconds an idle answer thread is kept
-
-
-def _send_all(sock: socket.socket, buffers: list[bytes], timeout: float) -> None:
-    """Write ``buffers`` back to back, with as few system calls (and GIL hand-offs) as possible.
-
-    A plain socket takes them in gathering ``sendmsg`` calls (headers and body leave
-    together, and the answering thread need not win the GIL back between them); a TLS
-    socket, which has no ``sendmsg``, takes them one ``send`` at a time. ``timeout`` bounds
-    the whole answer, not each call, so a client that reads slowly cannot hold a thread for
-    longer than that.
-    """
-    deadline = time.monotonic() + timeout
-    tls = isinstance(sock, ssl.SSLSocket)
-    views = [memoryview(b) for b in buffers if b]
-    while views:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the client did not read the answer in time")
-        sock.settimeout(left)
-        sent = sock.send(views[0]) if tls else sock.sendmsg(views)
-        while sent and views:
-            first = len(views[0])
-            if sent >= first:
-                sent -= first
-                views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
-
-
-def _plain_answer(status: HTTPStatus, reason: str) -> bytes:
-    """A complete ``Connection: close`` answer with a one-line text body."""
-    body = f"{status.value} {status.phrase}: {reason}\n".encode()
-    return (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {SERVER}\r\n"
-        f"Content-Type: {TEXT}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    shed_after: float = 1.0  # all threads busy: an answer this old gives way to a new one
+    auth: AuthLimits = field(default_factory=AuthLimits)  # failed password checks
 
 
 class _Conn:
     """A client connection and what the selector thread knows of its current head."""
 
-    __slots__ = ("address", "buffer", "deadline", "handshaking", "idle", "lingering", "sock")
+    __slots__ = (
+        "address", "buffer", "deadline", "delayed", "handshaking", "idle", "lingering", "sock",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, address: str, *, handshaking: bool) -> None:
         self.sock = sock
@@ -119,56 +94,8 @@ class _Conn:
         self.handshaking = handshaking
         self.lingering = False  # refused: drained until closed
         self.idle = False  # keep-alive, waiting for the first byte of the next request
+        self.delayed = b""  # an answer sent (then the connection closed) at the deadline
         self.deadline = 0.0
-
-
-class _Workers:
-    """Threads that answer complete requests: started on demand up to ``limit``, reused,
-    and ended after ``idle`` seconds without work."""
-
-    def __init__(self, limit: int, idle: float, run: Callable[[_Conn, Request], None]) -> None:
-        self._limit, self._idle_s, self._run = limit, idle, run
-        self._jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-
-    def submit(self, conn: _Conn, request: Request) -> bool:
-        """Hand a request to a thread; ``False`` when all ``limit`` threads are busy."""
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-            elif self._threads < self._limit:
-                self._threads += 1
-                threading.Thread(target=self._work, name="http-answer", daemon=True).start()
-            else:
-                return False
-            self._jobs.put((conn, request))
-        return True
-
-    def stop(self) -> None:
-        with self._lock:
-            for _ in range(self._threads):
-                self._jobs.put(None)
-
-    def _work(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get(timeout=self._idle_s)
-            except queue.Empty:
-                with self._lock:
-                    if self._jobs.empty():
-                        self._idle -= 1
-                        self._threads -= 1
-                        return
-                continue
-            if job is None:
-                with self._lock:
-                    self._threads -= 1
-                return
-            self._run(*job)
-            with self._lock:
-                self._idle += 1
 
 
 class MetricsServer:
@@ -183,9 +110,11 @@ class MetricsServer:
         ready: Callable[[], bool],
         web: WebConfig | None = None,
         limits: Limits = Limits(),
+        clock: Clock = SYSTEM,
     ) -> None:
         web = web or WebConfig()
-        self._metrics, self._ready, self._auth, self._tls = metrics, ready, web.auth, web.tls
+        self._metrics, self._ready, self._tls, self._clock = metrics, ready, web.tls, clock
+        self.auth = AuthGuard(web.auth, limits=limits.auth, clock=clock) if web.auth else None
         self.limits = limits
         self.scheme = "https" if web.tls else "http"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -204,7 +133,11 @@ class MetricsServer:
         self._evicted = 0
         self._evicted_logged = 0.0
         self._accept_failed_logged = 0.0
-        self._workers = _Workers(limits.max_answering, limits.worker_idle, self._answer)
+        self._limited, self._limited_logged = 0, float("-inf")
+        self._workers = AnswerPool(
+            limits.max_answering, limits.worker_idle, self._answer,
+            shed_after=limits.shed_after, clock=clock,
+        )  # fmt: skip
         self._thread = threading.Thread(target=self._loop, name="http-server", daemon=True)
 
     @property
@@ -249,7 +182,7 @@ class MetricsServer:
                     log.exception("HTTP server error")
                     if isinstance(key.data, _Conn):
                         self._close(key.data)
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now >= next_expiry:
                 self._expire(now)
                 next_expiry = now + 0.1
@@ -265,7 +198,7 @@ class MetricsServer:
             except BlockingIOError:
                 return
             except OSError as exc:  # out of file descriptors (or buffers): shed the oldest
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 if now - self._accept_failed_logged > 10:
                     log.warning("cannot accept a connection", error=str(exc))
                     self._accept_failed_logged = now
@@ -281,7 +214,7 @@ class MetricsServer:
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             conn = _Conn(sock, str(address[0]), handshaking=self._tls is not None)
-            conn.deadline = time.monotonic() + self.limits.head_timeout
+            conn.deadline = self._clock.monotonic() + self.limits.head_timeout
             self._waiting[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -289,7 +222,7 @@ class MetricsServer:
         oldest = next(iter(self._waiting.values()))
         self._close(oldest)
         self._evicted += 1
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._evicted_logged > 10:
             log.warning(
                 "too many connections waiting for a request; closed the oldest",
@@ -312,7 +245,7 @@ class MetricsServer:
         # Bytes already here (pipelined) are a head begun: it has head_timeout, not idle.
         conn.idle = not conn.buffer
         wait = self.limits.idle_timeout if conn.idle else self.limits.head_timeout
-        conn.deadline = time.monotonic() + wait
+        conn.deadline = self._clock.monotonic() + wait
         self._waiting[conn.sock.fileno()] = conn
         pending = isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()
         if conn.buffer or pending:  # pipelined: the next head may already be here
@@ -358,7 +291,7 @@ class MetricsServer:
                 return True
             if conn.idle:  # the next request has begun: its head has head_timeout from now
                 conn.idle = False
-                conn.deadline = time.monotonic() + self.limits.head_timeout
+                conn.deadline = self._clock.monotonic() + self.limits.head_timeout
             conn.buffer = b"" if conn.lingering else conn.buffer + chunk
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return False
@@ -370,6 +303,14 @@ class MetricsServer:
         if isinstance(parsed, Refusal):
             self._refuse(conn, parsed.status, parsed.reason)
             return
+        if self.auth is not None:
+            verdict = self.auth.precheck(parsed.headers.get("authorization"), conn.address)
+            if verdict is Verdict.LIMITED:  # answered later, without a thread (module doc)
+                self._note_limited(conn.address)
+                conn.lingering, conn.buffer = True, b""
+                conn.delayed = self._too_many()
+                conn.deadline = self._clock.monotonic() + TARPIT
+                return
         conn.buffer = conn.buffer[parsed.size :]
         del self._waiting[conn.sock.fileno()]
         self._selector.unregister(conn.sock)
@@ -383,15 +324,38 @@ class MetricsServer:
         """Answer at once (best effort, without blocking), then drain and close."""
         log.debug("request refused", client=conn.address, status=status.value, reason=reason)
         with contextlib.suppress(OSError):
-            conn.sock.send(_plain_answer(status, reason))
+            conn.sock.send(plain_answer(status, reason))
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_WR)
         conn.lingering, conn.buffer = True, b""
-        conn.deadline = time.monotonic() + LINGER
+        conn.deadline = self._clock.monotonic() + LINGER
+
+    def _note_limited(self, address: str) -> None:
+        """Log requests over the authentication limits, at most one line each 10 s."""
+        self._limited += 1
+        now = self._clock.monotonic()
+        if now - self._limited_logged > 10:
+            log.warning(
+                "too many failed password checks; answering 429 without checking",
+                refused=self._limited,
+                client=address,
+            )
+            self._limited_logged, self._limited = now, 0
+
+    def _too_many(self) -> bytes:
+        assert self.auth is not None
+        retry = f"Retry-After: {self.auth.retry_after()}\r\n"
+        return plain_answer(HTTPStatus.TOO_MANY_REQUESTS, "too many failed logins", retry)
 
     def _expire(self, now: float) -> None:
         for conn in [c for c in self._waiting.values() if c.deadline <= now]:
-            if conn.buffer and not conn.lingering:
+            if conn.delayed:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(conn.delayed)
+                    conn.sock.shutdown(socket.SHUT_WR)
+                conn.delayed = b""
+                conn.deadline = now + LINGER
+            elif conn.buffer and not conn.lingering:
                 self._refuse(conn, HTTPStatus.REQUEST_TIMEOUT, "the request head took too long")
             else:
                 self._close(conn)
@@ -432,18 +396,11 @@ class MetricsServer:
             self._send(conn, request, status, TEXT, b"", True, extra=extra, close=True)
             return False
         path = request.target.split("?", 1)[0]
-        if self._auth is not None and not self._auth.check(request.headers.get("authorization")):
-            self._send(
-                conn,
-                request,
-                HTTPStatus.UNAUTHORIZED,
-                TEXT,
-                b"unauthorized\n",
-                send_body,
-                extra=(("WWW-Authenticate", 'Basic realm="do-exporter"'),),
-                close=not keep,
-            )
-            return keep
+        if self.auth is not None:
+            verdict = self.auth.check(request.headers.get("authorization"), conn.address)
+            if verdict is not Verdict.ALLOWED:
+                self._deny(conn, request, limited=verdict is Verdict.LIMITED, keep=keep)
+                return keep
         if path == "/metrics":
             gzipped = "gzip" in request.header("accept-encoding").lower()
             body = self._metrics(gzipped)
@@ -467,7 +424,7 @@ class MetricsServer:
                 text = b"not ready: no poll has read any account's namespaces yet\n"
             self._send(conn, request, status, TEXT, text, send_body, close=not keep)
         elif path == "/":
-            page = _LANDING.format(version=html.escape(__version__)).encode()
+            page = LANDING.format(version=html.escape(__version__)).encode()
             ctype = "text/html; charset=utf-8"
             self._send(conn, request, HTTPStatus.OK, ctype, page, send_body, close=not keep)
         else:
@@ -476,6 +433,18 @@ class MetricsServer:
                 close=not keep,
             )  # fmt: skip
         return keep
+
+    def _deny(self, conn: _Conn, request: Request, *, limited: bool, keep: bool) -> None:
+        """401 for a failed password check, 429 for one refused by the limits."""
+        assert self.auth is not None
+        if limited:
+            status, text = HTTPStatus.TOO_MANY_REQUESTS, b"too many failed logins\n"
+            extra = ("Retry-After", str(self.auth.retry_after()))
+        else:
+            status, text = HTTPStatus.UNAUTHORIZED, b"unauthorized\n"
+            extra = ("WWW-Authenticate", 'Basic realm="do-exporter"')
+        send_body = request.method != "HEAD"
+        self._send(conn, request, status, TEXT, text, send_body, extra=(extra,), close=not keep)
 
     def _send(
         self,
@@ -518,18 +487,4 @@ class MetricsServer:
                 lines.append("Connection: keep-alive")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         buffers = [head, *parts] if send_body else [head]
-        _send_all(conn.sock, buffers, self.limits.answer_timeout)
-
-
-_LANDING = """<!doctype html>
-<html><head><meta charset="utf-8"><title>do-exporter</title></head>
-<body>
-<h1>do-exporter {version}</h1>
-<p>Prometheus exporter for Cloudflare Durable Objects.</p>
-<ul>
-<li><a href="/metrics">/metrics</a>: the metrics</li>
-<li><a href="/healthz">/healthz</a>: the process is alive</li>
-<li><a href="/readyz">/readyz</a>: a poll has read the namespaces of an account</li>
-</ul>
-</body></html>
-"""
+        send_all(conn.sock, buffers, self.limits.answer_timeout, self._clock)

@@ -112,6 +112,8 @@ def stat(
     h: int = 4,
     mappings: list[Any] | None = None,
     thresholds: list[dict[str, Any]] | None = None,
+    decimals: int | None = None,
+    no_value: str = "",
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": unit,
@@ -124,6 +126,10 @@ def stat(
     }
     if unit == "percentunit":
         defaults["decimals"] = 1
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if no_value:
+        defaults["noValue"] = no_value
     return {
         "type": "stat",
         "id": lay.new_id(),
@@ -261,8 +267,8 @@ USAGE_WINDOW = "15m"
 BY_NS = "account_id, namespace_id, namespace_name"
 
 # Unit prices of the "Estimated cost" panels: textbox variables, defaults from Cloudflare's
-# Workers Paid plan, Durable Objects pricing page (README, "Grafana", names the source and
-# date). name -> (label, default).
+# Workers Paid plan, Durable Objects pricing page (docs/deploy.md, "Estimated cost", names
+# the source and date). name -> (label, default).
 PRICES: dict[str, tuple[str, str]] = {
     "price_requests": ("$ per million requests", "0.15"),
     "price_gb_s": ("$ per million GB-s", "12.50"),
@@ -286,7 +292,7 @@ def cost_parts() -> dict[str, str]:
     """Estimated $ per namespace over the dashboard's time range, by billing component."""
     return {
         "requests": f"{usage_increase('requests_total')} / 1e6 * $price_requests",
-        "duration": f"{usage_increase('duration_gb_seconds_total')} / 1e6 * $price_gb_s",
+        "duration": f"{usage_increase('duration_gigabyte_seconds_total')} / 1e6 * $price_gb_s",
         "rows read": f"{usage_increase('rows_read_total')} / 1e6 * $price_rows_read",
         "rows written": f"{usage_increase('rows_written_total')} / 1e6 * $price_rows_written",
         "storage": f"max by ({BY_NS}) (avg_over_time({P}stored_bytes{{{NS}}}[$__range])) / 1e9"
@@ -502,6 +508,7 @@ def panels() -> list[dict[str, Any]]:
 
     # ---- Usage (analytics) ----------------------------------------------------------
     out.extend(usage_panels(lay, legend))
+    out.extend(hot_object_panels(lay, legend))
 
     # ---- Exporter health ------------------------------------------------------------
     out.append(lay.row("Exporter health"))
@@ -598,6 +605,7 @@ def panels() -> list[dict[str, Any]]:
             "plan lets the exporter query after a long outage): usage in them is not counted.",
         )
     )
+    out.extend(token_panels(lay))
     out.append(
         timeseries(
             lay,
@@ -701,9 +709,15 @@ def panels() -> list[dict[str, Any]]:
         timeseries(
             lay,
             "API rate limit remaining",
-            [target(f"min by (instance) ({E}api_ratelimit_remaining{{{JOB}}})", "{{instance}}")],
-            description="Requests left in Cloudflare's current rate limit window, from the "
-            "Ratelimit response header.",
+            [
+                target(
+                    f"min by (credential) ({E}api_ratelimit_remaining{{{JOB}}})",
+                    "{{credential}}",
+                )
+            ],
+            description="Requests left to each credential's API user in Cloudflare's current "
+            "rate limit window, from the Ratelimit response header (the lowest any exporter "
+            "instance saw: replicas sharing a credential share its budget).",
         )
     )
     out.append(
@@ -734,6 +748,154 @@ def panels() -> list[dict[str, Any]]:
             "Scrape target up",
             [target(f"up{{{JOB}}}", "{{instance}}")],
             description="Whether Prometheus can scrape each exporter (1) or not (0).",
+        )
+    )
+    return out
+
+
+# The token's status as one number per credential, for a stat with a colour per status:
+# token_status is 1 for the current status and 0 for the others, so the highest code wins.
+TOKEN_CODES = {"unknown": 1, "disabled": 2, "expired": 3, "invalid": 4}  # active: 0
+
+
+def token_panels(lay: Layout) -> list[dict[str, Any]]:
+    """Exporter health: each credential's token status and the days left until it expires."""
+    status = " or ".join(
+        f'{E}token_status{{{JOB}, status="{name}"}} * {code}' for name, code in TOKEN_CODES.items()
+    )
+    colours = {"unknown": "orange", "disabled": "red", "expired": "red", "invalid": "red"}
+    mapping = {"0": {"text": "active", "color": "green", "index": 0}} | {
+        str(code): {"text": name, "color": colours[name], "index": code}
+        for name, code in TOKEN_CODES.items()
+    }
+    return [
+        stat(
+            lay,
+            "Token status",
+            f"max by (credential) ({status})",
+            legend="{{credential}}",
+            mappings=[{"type": "value", "options": mapping}],
+            w=6,
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+            description="Each credential's API token as Cloudflare's verify endpoint last "
+            "said (start-up, then hourly): active, disabled, expired, invalid (unknown to "
+            "Cloudflare: revoked or mistyped) or unknown (not verified yet). The "
+            "DurableObjectsExporterTokenInvalid alert fires on disabled, expired or invalid.",
+        ),
+        stat(
+            lay,
+            "Token days to expiry",
+            f"(min by (credential) ({E}token_expiry_timestamp_seconds{{{JOB}}}) - time()) / 86400",
+            legend="{{credential}}",
+            unit="none",
+            decimals=1,
+            no_value="never expires",
+            w=6,
+            thresholds=[
+                {"color": "red", "value": None},
+                {"color": "orange", "value": 7},
+                {"color": "green", "value": 14},
+            ],
+            description="Days until each credential's API token expires; a token without "
+            "an expiry has no value. The DurableObjectsExporterTokenExpiringSoon alert fires "
+            "under 14 days.",
+        ),
+    ]
+
+
+HOT = "account_id, namespace_id, namespace_name, object_id"
+
+
+def hot_object_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
+    """The "Hot objects" row: the busiest objects, wall-time percentiles, requests by status."""
+    out = [lay.row("Hot objects")]
+    out.append(
+        table(
+            lay,
+            "Busiest objects",
+            [
+                target(
+                    f"topk($topn, max by ({HOT}) ({P}hot_object_requests_per_second{{{NS}}}))",
+                    ref="A",
+                    instant=True,
+                    table=True,
+                ),
+                target(
+                    f"topk($topn, max by ({HOT}) ({P}hot_object_cpu_ratio{{{NS}}}))",
+                    ref="B",
+                    instant=True,
+                    table=True,
+                ),
+            ],
+            {
+                "namespace_name": "Namespace",
+                "object_id": "Object id",
+                "account_id": "Account",
+                "Value #A": "Requests/s",
+                "Value #B": "CPU ratio",
+            },
+            units={"Value #A": "reqps", "Value #B": "percentunit"},
+            sort_by="Value #A",
+            w=24,
+            description="The objects with the most requests and the most CPU time in the "
+            "last counted window (the top N per account the exporter keeps, --top-objects). "
+            "Requests/s is the object's requests over the window divided by its length; the "
+            "CPU ratio is its CPU seconds over the window divided by its length: the share "
+            "of its single thread it kept busy (1 = saturated; the "
+            "DurableObjectsObjectSaturated alert fires above 0.5). After a long catch-up "
+            "window the figures are averages over that whole window.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Hottest object's CPU ratio by namespace",
+            [target(f"max by ({BY_NS}) ({P}hot_object_cpu_ratio{{{NS}}})", legend)],
+            unit="percentunit",
+            description="The highest CPU ratio of any object of each namespace: how close "
+            "its busiest object is to saturating its single thread (1 = saturated).",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Request wall time by namespace",
+            [
+                target(
+                    f"max by ({BY_NS}, quantile) "
+                    f'({P}request_wall_time_seconds{{{NS}, quantile=~"0.5|0.99"}})',
+                    legend + " p{{quantile}}",
+                    "A",
+                ),
+                target(
+                    f"max by ({BY_NS}) ({P}request_wall_time_max_seconds{{{NS}}})",
+                    legend + " max",
+                    "B",
+                ),
+            ],
+            unit="s",
+            description="Cloudflare's wall-time percentiles (0.5 and 0.99 shown; 0.9 and "
+            "0.999 are exported too) and the slowest request of each namespace over the last "
+            "counted window. Quantiles cannot be averaged across windows: each point is one "
+            "window's.",
+        )
+    )
+    out.append(
+        timeseries(
+            lay,
+            "Requests per second by status",
+            [
+                target(
+                    usage_rate("requests_by_status_total", by=BY_NS + ", status"),
+                    legend + " {{status}}",
+                )
+            ],
+            unit="reqps",
+            stack=True,
+            description="Requests to each namespace by invocation status as Cloudflare names "
+            "it (success, clientDisconnected, scriptThrewException, ...): an error spike "
+            "and clients going away look different here (a sampled estimate)."
+            f" Averaged over {USAGE_WINDOW}: the counters move once per poll.",
         )
     )
     return out
@@ -779,7 +941,7 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
         timeseries(
             lay,
             "Duration (GB-s per second)",
-            [target(usage_rate("duration_gb_seconds_total"), legend)],
+            [target(usage_rate("duration_gigabyte_seconds_total"), legend)],
             description="Billable duration in GB-seconds per second: wall-clock time of "
             "active objects x 128 MB." + lag,
         )
@@ -834,10 +996,11 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
     out.append(
         timeseries(
             lay,
-            "Active WebSocket connections",
-            [target(f"max by ({BY_NS}) ({P}active_websocket_connections{{{NS}}})", legend)],
-            description="Most WebSocket connections open at once in each namespace during the "
-            "last counted window.",
+            "Busiest object's WebSocket connections",
+            [target(f"max by ({BY_NS}) ({P}busiest_object_websocket_connections{{{NS}}})", legend)],
+            description="The most WebSocket connections one object of each namespace held "
+            "open at once during the last counted window: the busiest single object's peak, "
+            "not the namespace's total (Cloudflare samples connections per object).",
         )
     )
     out.append(
@@ -857,8 +1020,10 @@ def usage_panels(lay: Layout, legend: str) -> list[dict[str, Any]]:
     caveat = (
         " An estimate: list prices (the price variables at the top; Workers Paid defaults), "
         "before the plan's included allowances and the $5 minimum, requests as Cloudflare's "
-        "sampled estimate, incoming WebSocket messages (billed 20:1 as requests) and "
-        "key-value storage operations left out. Your invoice is the truth."
+        "sampled estimate. Incoming WebSocket messages to hibernating objects are already "
+        "counted in requests, but priced here at the full request price (Cloudflare bills "
+        "them at 20:1), so the estimate errs high for WebSocket-heavy namespaces; key-value "
+        "storage operations are left out. Your invoice is the truth."
     )
     out.append(
         stat(
@@ -933,7 +1098,7 @@ def price_var(name: str, label: str, default: str) -> dict[str, Any]:
         "current": {"selected": False, "text": default, "value": default},
         "options": [{"selected": True, "text": default, "value": default}],
         "description": "Unit price for the Estimated cost panels (USD). Default: Cloudflare "
-        "Workers Paid list price for Durable Objects; see the README.",
+        "Workers Paid list price for Durable Objects; see docs/deploy.md (Estimated cost).",
         "hide": 0,
     }
 

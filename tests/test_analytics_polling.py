@@ -56,7 +56,8 @@ def test_one_query_per_account_and_counters_equal_the_truth(
     """Each poll asks one query per account; counters sum the closed minutes exactly."""
     sim, poller, clock = setup(make_sim, make_client)
     snap = poller.poll(Snapshot())
-    assert sim.stats()["requests"]["graphql"]["200"] == 2  # two accounts, one query each
+    # Two accounts: each reads its plan's limits (settings) once, then one query a poll.
+    assert sim.stats()["requests"]["graphql"]["200"] == 4
     state = snap.analytics[ACCOUNT_A]
     # The first window: the last interval of whole minutes older than the delay.
     assert state.watermark == (int(T0 - 300) // 60) * 60
@@ -64,7 +65,7 @@ def test_one_query_per_account_and_counters_equal_the_truth(
     for _ in range(3):
         clock.now += 60
         snap = poller.poll(snap)
-    assert sim.stats()["requests"]["graphql"]["200"] == 8
+    assert sim.stats()["requests"]["graphql"]["200"] == 4 + 6
     state = snap.analytics[ACCOUNT_A]
     assert state.watermark is not None and state.first_start is not None
     assert state.watermark - state.first_start == 4 * 60
@@ -82,7 +83,8 @@ def test_a_failed_query_is_caught_up_without_a_gap_or_an_overlap(
     sim, poller, clock = setup(make_sim, make_client)
     snap = poller.poll(Snapshot())
     before = snap.analytics[ACCOUNT_A]
-    sim.inject("success_false", endpoint="graphql", count=2)  # both accounts' next queries
+    # Both accounts' next queries, refused (not transient: not asked again in the poll).
+    sim.inject("success_false", endpoint="graphql", count=2, code=1000, message="refused")
     clock.now += 60
     with capture_logs() as logs:
         failed = poller.poll(snap)
@@ -159,3 +161,58 @@ def test_a_storage_only_namespace_is_forgotten_when_it_leaves_the_inventory() ->
         namespace_ids=frozenset(),
     )
     assert after is not None and dict(after.stored_bytes) == {}
+
+
+def test_a_transient_error_is_asked_again_within_the_poll(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """An internal error inside a 200 ("try again later") is retried after a backoff, and
+    the retry's answer is counted in the same poll."""
+    sim, poller, clock = setup(make_sim, make_client)
+    snap = poller.poll(Snapshot())
+    before = snap.analytics[ACCOUNT_A]
+    asked = sim.stats()["requests"]["graphql"]["200"]
+    sim.inject("success_false", endpoint="graphql", count=1)
+    clock.now += 60
+    state = poller.poll(snap).analytics
+    assert sim.stats()["requests"]["graphql"]["200"] == asked + 3  # two queries, one retry
+    for account in (ACCOUNT_A, ACCOUNT_B):
+        assert state[account].queries["failure"] == 0
+        assert state[account].watermark == (before.watermark or 0) + 60
+
+
+def test_settings_are_read_at_start_up_then_hourly_and_shape_windows_and_pages(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """The plan's limits come from settings, per account, at start-up and hourly: a plan
+    that allows 10 minutes a query gives up the older part of a 20-minute gap (the 1-day
+    default would not); pages within the plan's page size are tested in
+    test_analytics_objects.py."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)], ACCOUNT_B: [ns(3, 5)]}))
+    clock = Clock()
+    sim.graphql.clock = clock
+    sim.graphql.max_duration = 600
+    client = make_client(sim.api_url)
+    asked: list[str] = []
+    graphql = client.graphql
+
+    def recording(account_id: str, body: Any) -> Any:
+        asked.append(body["query"].split("(", 1)[0].split()[-1])
+        return graphql(account_id, body)
+
+    client.graphql = recording
+    poller = Poller(client, account_ids=(ACCOUNT_A, ACCOUNT_B), analytics=PLAN, clock=clock)
+    snap = poller.poll(Snapshot())
+    assert sorted(asked) == ["DurableObjectsLimits"] * 2 + ["DurableObjectsUsage"] * 2
+    asked.clear()
+    clock.now += 20 * 60
+    snap = poller.poll(snap)
+    assert "DurableObjectsLimits" not in asked  # within the hour: usage only
+    state = snap.analytics[ACCOUNT_A]
+    assert state.skipped_seconds == 10 * 60 and state.watermark is not None
+    assert state.first_start is not None
+    assert state.watermark - state.first_start - state.skipped_seconds == 60 + 600
+    asked.clear()
+    clock.now += 3600
+    poller.poll(snap)
+    assert asked.count("DurableObjectsLimits") == 2  # an hour later: read again

@@ -1,20 +1,27 @@
-"""The daemon in-process: HTTP endpoints, scrapes during a slow poll, shutdown."""
+"""The daemon in-process: HTTP endpoints, scrapes during a slow poll, shutdown.
+
+The exporter is built with a client factory (the seam ``Exporter`` takes): tests that need a
+poll held in flight wrap the real client so that its object counts wait on an event the test
+sets, rather than on a delay the test hopes is long enough.
+"""
 
 from __future__ import annotations
 
 import gzip
 import threading
-import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from do_exporter.app import Exporter, Target
-from do_exporter.config import Config, Secret
+from do_exporter.app import Exporter
+from do_exporter.cloudflare import CloudflareClient
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
+from tests.support import SAFETY_TIMEOUT, wait_until
 
 MakeSim = Callable[..., Simulator]
 
@@ -28,22 +35,44 @@ class Running:
         return f"http://127.0.0.1:{self.exporter.port}"
 
     def get(self, path: str, **kwargs: object) -> requests.Response:
-        return requests.get(self.url + path, timeout=2, **kwargs)  # type: ignore[arg-type]
+        timeout = SAFETY_TIMEOUT
+        return requests.get(self.url + path, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+class HeldCounts:
+    """A client factory whose clients' object counts wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting = threading.Event()  # set once a count is held
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CloudflareClient:
+        client = CloudflareClient(*args, **kwargs)
+        count = client.count_objects
+
+        def held(*a: Any, **k: Any) -> Any:
+            self.waiting.set()
+            self.release.wait()
+            return count(*a, **k)
+
+        client.count_objects = held  # type: ignore[method-assign]
+        return client
 
 
 @pytest.fixture
 def run_exporter() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def start(sim: Simulator, **overrides: object) -> Running:
+    def start(sim: Simulator, factory: Any = CloudflareClient, **overrides: Any) -> Running:
         config = Config(
             listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=10.0, **overrides
         )  # type: ignore[arg-type]
-        exporter = Exporter(config, Target(sim.api_url, Secret(TOKEN), (ACCOUNT_A,)))
+        credential = Credential("default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=sim.api_url)
+        exporter = Exporter(config, credential, client_factory=factory)
         stop = threading.Event()
         thread = threading.Thread(target=exporter.run, args=(stop,), daemon=True)
         thread.start()
-        assert exporter.started.wait(5)
+        assert exporter.started.wait(SAFETY_TIMEOUT)
         r = Running(exporter, stop, thread)
         running.append(r)
         return r
@@ -51,15 +80,11 @@ def run_exporter() -> Iterator[Callable[..., Running]]:
     yield start
     for r in running:
         r.stop.set()
-        r.thread.join(timeout=10)
+        r.thread.join(timeout=SAFETY_TIMEOUT)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+def wait_for(predicate: Callable[[], bool]) -> None:
+    wait_until(predicate, "the exporter reaches the expected state")
 
 
 def values(text: str, name: str) -> dict[str, float]:
@@ -84,9 +109,9 @@ def test_endpoints_and_values(make_sim: MakeSim, run_exporter: Callable[..., Run
     landing = r.get("/")
     assert "/metrics" in landing.text and "do-exporter" in landing.text
     assert r.get("/nope").status_code == 404
-    post = requests.post(r.url + "/metrics", timeout=2)
+    post = requests.post(r.url + "/metrics", timeout=SAFETY_TIMEOUT)
     assert post.status_code == 405 and post.headers["Allow"] == "GET, HEAD"
-    head = requests.head(r.url + "/metrics", timeout=2)
+    head = requests.head(r.url + "/metrics", timeout=SAFETY_TIMEOUT)
     assert head.status_code == 200 and head.content == b""
 
 
@@ -96,8 +121,9 @@ def test_metrics_gzip_when_asked(make_sim: MakeSim, run_exporter: Callable[..., 
     r = run_exporter(sim)
     wait_for(lambda: r.get("/readyz").status_code == 200)
     raw = requests.get(
-        r.url + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=2, stream=True
-    )
+        r.url + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=SAFETY_TIMEOUT,
+        stream=True,
+    )  # fmt: skip
     assert raw.headers["Content-Encoding"] == "gzip"
     text = gzip.decompress(raw.raw.read()).decode()
     assert "cloudflare_durable_objects_objects{" in text
@@ -105,39 +131,45 @@ def test_metrics_gzip_when_asked(make_sim: MakeSim, run_exporter: Callable[..., 
     decoded = r.get("/metrics").text  # requests asks for gzip and decodes both members
     assert "cloudflare_durable_objects_objects{" in decoded
     assert "cloudflare_durable_objects_exporter_build_info{" in decoded
-    plain = requests.get(r.url + "/metrics", headers={"Accept-Encoding": "identity"}, timeout=2)
+    plain = r.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
 
 
 def test_scrapes_answer_while_a_slow_poll_runs(
     make_sim: MakeSim, run_exporter: Callable[..., Running]
 ) -> None:
-    """A scrape during a poll answers at once, from the last snapshot; never waits for it."""
+    """A scrape during a poll answers from the last snapshot; it never waits for the poll
+    (here held in flight until the test releases it)."""
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    sim.inject("delay", endpoint="objects", seconds=4, count=None)
-    r = run_exporter(sim)
-    # The first poll is stuck for 4 s on the objects request: scrapes still answer.
-    wait_for(lambda: sum(sim.stats()["requests"].get("namespaces", {}).values()) >= 1)
-    for _ in range(5):
-        response = r.get("/metrics")  # 2 s client timeout: far less than the poll
-        assert response.status_code == 200
-        assert "cloudflare_durable_objects_exporter_build_info" in response.text
-    assert r.get("/readyz").status_code == 503
-    assert values(r.get("/metrics").text, "cloudflare_durable_objects_objects") == {}
-    wait_for(lambda: r.get("/readyz").status_code == 200, timeout=20)
+    held = HeldCounts()
+    r = run_exporter(sim, factory=held)
+    try:
+        assert held.waiting.wait(SAFETY_TIMEOUT)
+        for _ in range(5):  # the poll cannot end: these answers did not wait for it
+            response = r.get("/metrics")
+            assert response.status_code == 200
+            assert "cloudflare_durable_objects_exporter_build_info" in response.text
+        assert r.get("/readyz").status_code == 503
+        assert values(r.get("/metrics").text, "cloudflare_durable_objects_objects") == {}
+    finally:
+        held.release.set()
+    wait_for(lambda: r.get("/readyz").status_code == 200)
     assert values(r.get("/metrics").text, "cloudflare_durable_objects_objects") == {f"{1:032x}": 10}
 
 
-def test_stop_during_a_poll_returns_quickly(
+def test_stop_during_a_poll_returns(
     make_sim: MakeSim, run_exporter: Callable[..., Running]
 ) -> None:
-    """Setting the stop event cancels a poll in flight; run() returns within seconds."""
+    """Setting the stop event during a poll in flight (held for good): run() returns, the
+    endpoint is closed, and the job threads are daemon threads (the process can exit)."""
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    sim.inject("delay", endpoint="objects", seconds=30, count=None)
-    r = run_exporter(sim)
-    wait_for(lambda: sum(sim.stats()["requests"].get("namespaces", {}).values()) >= 1)
+    held = HeldCounts()
+    r = run_exporter(sim, factory=held)
+    assert held.waiting.wait(SAFETY_TIMEOUT)
     r.stop.set()
-    r.thread.join(timeout=5)
+    r.thread.join(timeout=SAFETY_TIMEOUT)
     assert not r.thread.is_alive()
+    assert all(t.daemon for t in threading.enumerate() if t.name in ("poll", "verify"))
     with pytest.raises(requests.ConnectionError):
-        requests.get(r.url + "/healthz", timeout=1)
+        requests.get(r.url + "/healthz", timeout=SAFETY_TIMEOUT)
+    held.release.set()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from do_exporter.app import Exporter, Target
-from do_exporter.config import Config, Secret
+from do_exporter.app import Exporter
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.model import Snapshot
 from do_exporter.poller import Poller
 from do_exporter.ratelimit import RateLimiter
@@ -110,8 +110,8 @@ def test_several_credentials_poll_their_accounts_once_each(
     exporter = Exporter(
         config,
         [
-            Target(sim.api_url, Secret(TOKEN), (), name="one", api_rate_limit=500),
-            Target(sim.api_url, Secret(OTHER_TOKEN), (), name="two", api_reserve=0),
+            Credential("one", token=Secret(TOKEN), api_rate_limit=500, api_url=sim.api_url),
+            Credential("two", token=Secret(OTHER_TOKEN), api_reserve=0, api_url=sim.api_url),
         ],
     )
     try:

@@ -39,10 +39,9 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from requests.adapters import HTTPAdapter
 
-import do_exporter.app as app_module
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.cloudflare import CloudflareClient, RetryPolicy
-from do_exporter.config import Config, Secret
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.simulator import Scenario, Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
 from tests.ports import free_port
@@ -221,7 +220,7 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
+def daemon() -> Iterator[Callable[..., Daemon]]:
     """Start in-process exporters (fast retries); stop them and their scrapers afterwards."""
     running: list[Daemon] = []
     capture = structlog.testing.capture_logs()
@@ -238,7 +237,6 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
         factory: Any = functools.partial(CloudflareClient, retry=FAST_RETRY)
         if max_object_pages is not None:
             factory = functools.partial(factory, max_object_pages=max_object_pages)
-        monkeypatch.setattr(app_module, "CloudflareClient", factory)
         cfg = Config(
             listen_host="127.0.0.1",
             listen_port=0,
@@ -246,7 +244,8 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Daemon]]:
             api_timeout=config.pop("api_timeout", 5.0),
             **config,
         )
-        exporter = Exporter(cfg, Target(api_url, Secret(TOKEN), (ACCOUNT_A,)))
+        credential = Credential("default", (ACCOUNT_A,), token=Secret(TOKEN), api_url=api_url)
+        exporter = Exporter(cfg, credential, client_factory=factory)
         adapter = InFlight()
         exporter.session.mount("http://", adapter)
         stop = threading.Event()

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from do_exporter.simulator import Simulator, demo_scenario
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
 from tests.ports import free_port
+from tests.support import SAFETY_TIMEOUT, wait_until
 
 MakeSim = Callable[..., Simulator]
 
@@ -168,33 +168,48 @@ def test_help_names_every_flag_and_env_var() -> None:
         assert text in result.stdout
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def test_help_fits_80_columns_and_points_at_the_docs() -> None:
+    """--help is short: every line within 80 columns, the long explanations in the docs."""
+    result = run("--help", COLUMNS="200")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0
+    assert max(len(line) for line in lines) <= 80
+    assert len(lines) <= 80
+    assert "docs/configuration.md" in result.stdout
+    for flag in ("--top-objects", "--namespace-include", "--namespace-exclude"):
+        assert flag in result.stdout
+    assert "--[no-]collector.GROUP" in result.stdout
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+    def ready() -> bool:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         try:
-            if requests.get(url + "/readyz", timeout=1).status_code == 200:
-                return
+            return requests.get(url + "/readyz", timeout=5).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("exporter did not become ready")
+            return False
+
+    wait_until(ready, "the exporter is ready")
 
 
-def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, float, str]:
-    started = time.monotonic()
+def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str]:
+    """Send ``sig`` and wait for the exit (a safety timeout only ends a hung test)."""
     proc.send_signal(sig)
     try:
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=SAFETY_TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    return proc.returncode, time.monotonic() - started, err
+    return proc.returncode, err or ""
+
+
+def _objects_requested(sim: Simulator) -> None:
+    wait_until(lambda: bool(sim.stats()["requests"].get("objects")), "an objects request")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_demo_daemon_serves_and_stops_on_signal(sig: int) -> None:
-    """`--demo` serves live metrics; SIGTERM/SIGINT end it with status 0 within seconds."""
+    """`--demo` serves live metrics; SIGTERM/SIGINT end it with status 0."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "do_exporter", "--demo", "--listen-address", f"127.0.0.1:{port}"],
@@ -206,13 +221,13 @@ def test_demo_daemon_serves_and_stops_on_signal(sig: int) -> None:
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc)
     assert "cloudflare_durable_objects_objects{" in requests.get(url + "/metrics", timeout=2).text
-    code, took, err = _stop(proc, sig)
-    assert code == 0 and took < 5, err
+    code, err = _stop(proc, sig)
+    assert code == 0, err
     assert '"event": "stopped"' in err
 
 
 def test_sigterm_during_a_poll_exits_quickly(make_sim: MakeSim) -> None:
-    """SIGTERM while a request hangs on the API: exit 0 within 5 s."""
+    """SIGTERM while a request hangs on the API: exit 0 (not waiting for the request)."""
     sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
     sim.inject("delay", endpoint="objects", seconds=60, count=None)
     port = free_port()
@@ -233,12 +248,9 @@ def test_sigterm_during_a_poll_exits_quickly(make_sim: MakeSim) -> None:
         text=True,
         env=clean_env(CLOUDFLARE_API_TOKEN=TOKEN),
     )
-    deadline = time.monotonic() + 20
-    while not sim.stats()["requests"].get("objects") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)  # the objects request is now in flight, held by the delay
-    code, took, err = _stop(proc, signal.SIGTERM)
-    assert code == 0 and took < 5, err
+    _objects_requested(sim)  # the request is in flight now, held by the delay
+    code, err = _stop(proc, signal.SIGTERM)
+    assert code == 0, err
     assert TOKEN not in err
 
 
@@ -254,11 +266,9 @@ def test_once_interrupted_by_ctrl_c_exits_130_with_one_line(make_sim: MakeSim) -
         text=True,
         env=clean_env(CLOUDFLARE_API_TOKEN=TOKEN),
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not sim.stats()["requests"].get("objects") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    code, took, err = _stop(proc, signal.SIGINT)
-    assert code == 130 and took < 5, err
+    _objects_requested(sim)
+    code, err = _stop(proc, signal.SIGINT)
+    assert code == 130, err
     assert err.splitlines()[-1] == "do-exporter: interrupted"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert TOKEN not in err
@@ -298,14 +308,15 @@ def test_sighup_reloads_the_token_file(make_sim: MakeSim, tmp_path: os.PathLike[
             with open(token_file, "w") as fh:
                 fh.write(new + "\n")
             proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while '"API token reloaded"' not in _read(err_path):
+
+            def reloaded() -> bool:
                 assert proc.poll() is None, _read(err_path)
-                assert time.monotonic() < deadline, _read(err_path)
-                time.sleep(0.1)
+                return '"API token reloaded"' in _read(err_path)
+
+            wait_until(reloaded, "the token reload is logged")
             assert proc.poll() is None
         finally:
-            code, _, _ = _stop(proc, signal.SIGTERM)
+            code, _ = _stop(proc, signal.SIGTERM)
     err = _read(err_path)
     assert code == 0, err
     assert '"event": "SIGHUP received: re-reading the API token files"' in err

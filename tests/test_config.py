@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from do_exporter.cli import parse_options
-from do_exporter.config import Config, ConfigError, Secret, build_config
+from do_exporter.config import Config, ConfigError, Secret, build_config, format_address
+from do_exporter.metrics.groups import GROUPS
+from do_exporter.nsfilter import NamespaceFilter
 
 ACC1 = "0123456789abcdef0123456789abcdef"
 ACC2 = "fedcba9876543210fedcba9876543210"
@@ -173,23 +175,24 @@ def test_interval_above_a_day() -> None:
 
 
 def test_malformed_account_id() -> None:
-    message = error(["--api-token", TOK, "--account-id", "not-an-id"])
-    assert message.startswith("--account-id: value 1 is not a Cloudflare account id")
-    assert "not 32 lowercase hex characters (value not shown)" in message
-    assert "not-an-id" not in message
+    """A short wrong value (shorter than any token) is quoted as the user typed it."""
+    message = error(["--api-token", TOK, "--account-id", "1"])
+    assert message == (
+        '--account-id: "1" is not a Cloudflare account id (32 lowercase hexadecimal characters)'
+    )
 
 
 def test_malformed_account_id_from_env() -> None:
     message = error([], {"CLOUDFLARE_API_TOKEN": TOK, "CLOUDFLARE_ACCOUNT_ID": f"{ACC1},xyz"})
-    assert message.startswith("CLOUDFLARE_ACCOUNT_ID: value 2 is not")
-    assert "xyz" not in message
+    assert message.startswith('CLOUDFLARE_ACCOUNT_ID: "xyz" is not a Cloudflare account id')
 
 
 def test_token_given_as_account_id_is_not_echoed() -> None:
     """A token pasted into --account-id by mistake stays out of the error message."""
-    message = error(["--api-token", TOK, "--account-id", SECRETTOK])
+    message = error(["--api-token", TOK, "--account-id", ACC1, "--account-id", SECRETTOK])
     assert SECRETTOK not in message and SECRETTOK[20:] not in message
-    assert "(value not shown)" in message
+    assert message.startswith("--account-id: value 2 is not a Cloudflare account id")
+    assert "value not shown)" in message
 
 
 @pytest.mark.parametrize("value", ["9", "0", "-5"])
@@ -271,3 +274,66 @@ def test_token_file_that_is_a_device(source: str) -> None:
     else:
         message = error([], {"CLOUDFLARE_API_TOKEN_FILE": "/dev/zero"})
     assert message.endswith("cannot read token file '/dev/zero': not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "shown"),
+    [("", 9877, "0.0.0.0:9877"), ("::1", 19881, "[::1]:19881"), ("127.0.0.1", 1, "127.0.0.1:1")],
+)
+def test_listen_address_is_logged_as_a_user_writes_it(host: str, port: int, shown: str) -> None:
+    """An IPv6 address needs brackets: "[::1]:19881", never "::1:19881"."""
+    assert format_address(host, port) == shown
+    typed = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert config(["--api-token", TOK, "--web.listen-address", typed]).listen_address == shown
+
+
+# -- the options of round 3 -------------------------------------------------------------
+
+
+def test_new_options_default() -> None:
+    cfg = config(["--api-token", TOK])
+    assert cfg.top_objects == 10
+    assert cfg.collectors == frozenset(GROUPS)
+    assert cfg.namespace_filter == NamespaceFilter()
+
+
+def test_top_objects_flag_env_and_bounds() -> None:
+    assert config(["--api-token", TOK, "--top-objects", "0"]).top_objects == 0
+    assert config(["--api-token", TOK], {"DO_EXPORTER_TOP_OBJECTS": "100"}).top_objects == 100
+    message = error(["--api-token", TOK, "--top-objects", "101"])
+    assert message == '--top-objects/DO_EXPORTER_TOP_OBJECTS: "101" is above the maximum of 100'
+
+
+def test_collectors_turn_off_by_flag_or_env_and_flags_win() -> None:
+    cfg = config(["--api-token", TOK, "--no-collector.latency", "--no-collector.hot_objects"])
+    assert cfg.collectors == frozenset(GROUPS) - {"latency", "hot_objects"}
+    env = {"DO_EXPORTER_DISABLED_COLLECTORS": "hot_objects, latency,"}
+    assert config(["--api-token", TOK], env).collectors == frozenset(GROUPS) - {
+        "latency",
+        "hot_objects",
+    }
+    both = config(["--api-token", TOK, "--collector.latency"], env)
+    assert both.collectors == frozenset(GROUPS) - {"hot_objects"}
+
+
+def test_unknown_collector_group_in_env() -> None:
+    message = error(["--api-token", TOK], {"DO_EXPORTER_DISABLED_COLLECTORS": "latency,cpu"})
+    assert message.startswith('DO_EXPORTER_DISABLED_COLLECTORS: unknown collector group "cpu"')
+
+
+def test_namespace_filter_is_compiled() -> None:
+    cfg = config(["--api-token", TOK, "--namespace-include", "prod_.*"],
+                 {"DO_EXPORTER_NAMESPACE_EXCLUDE": ".*Test"})  # fmt: skip
+    assert cfg.namespace_filter.allows("prod_api", "Api")
+    assert not cfg.namespace_filter.allows("prod_api", "ApiTest")
+    assert not cfg.namespace_filter.allows("dev_api", "Api")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needle"),
+    [("(", "not a valid regular expression"), ("a" * 1025, "1025 characters long")],
+)
+def test_bad_namespace_pattern(pattern: str, needle: str) -> None:
+    message = error(["--api-token", TOK, "--namespace-exclude", pattern])
+    assert message.startswith("--namespace-exclude/DO_EXPORTER_NAMESPACE_EXCLUDE: ")
+    assert needle in message and len(message) < 300

@@ -66,7 +66,7 @@ def test_two_credentials_are_read_with_their_defaults(tmp_path: Path) -> None:
     )
     assert isinstance(a.token, TokenFile) and a.token.reveal() == TOK_A
     assert a.token.path == str(tmp_path / "a")
-    assert b == Credential("agency_b", Secret(TOK_B), (), 1000, 240)
+    assert b == Credential("agency_b", token=Secret(TOK_B)).for_interval(300)
     # The single-token fields are the first credential's.
     assert (cfg.api_token, cfg.account_ids, cfg.api_rate_limit, cfg.api_reserve) == (
         a.token, (ACC1,), 600, 100,
@@ -90,7 +90,11 @@ def test_without_a_file_the_flags_make_one_default_credential() -> None:
         {"DO_EXPORTER_API_RATE_LIMIT": "700"},
         stderr_is_tty=False,
     )
-    assert cfg.credentials == (Credential("default", Secret(TOK_A), (ACC2,), 700, 0),)
+    assert cfg.credentials == (
+        Credential(
+            "default", (ACC2,), token=Secret(TOK_A), api_rate_limit=700, api_reserve=0
+        ).for_interval(300),
+    )
 
 
 def test_repr_of_credentials_hides_tokens(tmp_path: Path) -> None:
@@ -269,8 +273,15 @@ def test_accounts_not_a_list(tmp_path: Path) -> None:
 def test_bad_account_id_is_not_echoed(tmp_path: Path) -> None:
     text = f"credentials:\n  - {{name: a, token_env: X, accounts: [{ACC1}, {TOK_B}]}}\n"
     message = error(write(tmp_path, text), {"X": TOK_A})
-    assert "credentials[0].accounts[1]: is not a Cloudflare account id" in message
-    assert "(value not shown)" in message and TOK_B not in message
+    assert "credentials[0].accounts[1]: the value is not a Cloudflare account id" in message
+    assert "value not shown)" in message and TOK_B not in message
+
+
+def test_short_bad_account_id_is_shown(tmp_path: Path) -> None:
+    """A value shorter than any token cannot be one: the message quotes it."""
+    text = "credentials:\n  - {name: a, token_env: X, accounts: [1]}\n"
+    message = error(write(tmp_path, text), {"X": TOK_A})
+    assert 'credentials[0].accounts[0]: "1" is not a Cloudflare account id' in message
 
 
 def test_account_in_two_credentials(tmp_path: Path) -> None:

@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from test_deploy_contract import CONTRACT, ROOT, P, metric_names, selectors, unknown_metrics
+from test_deploy_contract import (
+    CONTRACT,
+    ROOT,
+    E,
+    P,
+    metric_names,
+    selectors,
+    unknown_metrics,
+)
 
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "do-exporter.json"
@@ -18,6 +26,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 PER_ACCOUNT = {name for name, labels in CONTRACT.items() if "account_id" in labels}
 PER_NAMESPACE = {name for name, labels in CONTRACT.items() if "namespace_name" in labels}
 COUNTERS = {name for name in CONTRACT if name.endswith("_total")}
+RENAMED = {P + "active_websocket_connections", P + "duration_gb_seconds_total"}
 PRICES = ["price_requests", "price_gb_s", "price_rows_read", "price_rows_written",
           "price_gb_month"]  # fmt: skip
 
@@ -105,7 +114,9 @@ def test_rows_cover_the_issue() -> None:
             rows[current] = []
         else:
             rows[current].append(panel["title"])
-    assert list(rows) == ["Overview", "Per namespace", "Usage (analytics)", "Exporter health"]
+    assert list(rows) == [
+        "Overview", "Per namespace", "Usage (analytics)", "Hot objects", "Exporter health"
+    ]  # fmt: skip
     overview = " ".join(rows["Overview"])
     for word in ("Accounts", "Namespaces", "SQLite", "Objects", "stored data"):
         assert word in overview
@@ -115,12 +126,17 @@ def test_rows_cover_the_issue() -> None:
         assert word in per_ns
     usage = " ".join(rows["Usage (analytics)"])
     for word in ("Requests per second", "Error ratio", "CPU seconds", "GB-s", "rows read",
-                 "written", "SQLite storage", "Storage by account", "WebSocket connections",
+                 "written", "SQLite storage", "Storage by account",
+                 "Busiest object's WebSocket connections",
                  "WebSocket messages", "Failures by reason", "Estimated cost"):  # fmt: skip
         assert word in usage
+    hot = " ".join(rows["Hot objects"])
+    for word in ("Busiest objects", "wall time", "by status"):
+        assert word in hot
     health = " ".join(rows["Exporter health"])
     for word in ("poll", "Data age", "Poll duration", "API requests by code",
-                 "API errors by code", "429", "Analytics data age"):  # fmt: skip
+                 "API errors by code", "429", "Analytics data age", "Token status",
+                 "Token days to expiry", "rate limit remaining"):  # fmt: skip
         assert word in health
 
 
@@ -161,6 +177,7 @@ def test_queries_only_use_exported_metrics() -> None:
         assert unknown_metrics(expr) == set(), expr
     used = set().union(*(metric_names(e) for e in exprs))
     assert {P + "objects", P + "objects_with_stored_data", P + "namespace_info"} <= used
+    assert used & RENAMED == set(), "a panel reads a family under its old name"
 
 
 def test_queries_follow_the_variables() -> None:
@@ -259,3 +276,57 @@ def test_analytics_freshness_in_exporter_health() -> None:
     expr = panel["targets"][0]["expr"]
     assert expr.startswith("time() - ") and "analytics_watermark_timestamp_seconds" in expr
     assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_token_health_per_credential() -> None:
+    """Exporter health shows each credential's token status and days to its expiry."""
+    by_title = {p["title"]: p for p in panels(board())}
+    status = by_title["Token status"]
+    expr = status["targets"][0]["expr"]
+    assert expr.startswith("max by (credential) (") and E + "token_status{" in expr
+    assert status["targets"][0]["legendFormat"] == "{{credential}}"
+    shown = {
+        m["text"] for m in status["fieldConfig"]["defaults"]["mappings"][0]["options"].values()
+    }
+    assert shown == {"active", "unknown", "disabled", "expired", "invalid"}
+    expiry = by_title["Token days to expiry"]
+    expr = expiry["targets"][0]["expr"]
+    assert "min by (credential) (" + E + "token_expiry_timestamp_seconds{" in expr
+    assert expr.endswith("- time()) / 86400")
+    assert expiry["targets"][0]["legendFormat"] == "{{credential}}"
+
+
+def test_rate_limit_remaining_is_one_line_per_credential() -> None:
+    """Credentials have separate budgets: the panel must not merge them into one line."""
+    (panel,) = [p for p in panels(board()) if p["title"] == "API rate limit remaining"]
+    (tgt,) = panel["targets"]
+    assert tgt["expr"].startswith("min by (credential) (" + E + "api_ratelimit_remaining{")
+    assert tgt["legendFormat"] == "{{credential}}"
+
+
+def test_hot_objects_row() -> None:
+    """Issue 18: the busiest objects table, wall-time percentiles, requests by status."""
+    by_title = {p["title"]: p for p in panels(board())}
+    busiest = by_title["Busiest objects"]
+    exprs = [t["expr"] for t in busiest["targets"]]
+    assert P + "hot_object_requests_per_second{" in exprs[0]
+    assert P + "hot_object_cpu_ratio{" in exprs[1]
+    assert all("object_id" in e and "topk($topn" in e for e in exprs)
+    organize = next(t for t in busiest["transformations"] if t["id"] == "organize")
+    assert set(organize["options"]["renameByName"].values()) == {
+        "Namespace", "Object id", "Account", "Requests/s", "CPU ratio"
+    }  # fmt: skip
+    wall = " ".join(t["expr"] for t in by_title["Request wall time by namespace"]["targets"])
+    assert P + "request_wall_time_seconds{" in wall and "quantile" in wall
+    assert P + "request_wall_time_max_seconds{" in wall
+    (status,) = by_title["Requests per second by status"]["targets"]
+    assert "by (account_id, namespace_id, namespace_name, status)" in status["expr"]
+    assert P + "requests_by_status_total{" in status["expr"]
+
+
+def test_cost_caveat_counts_websocket_messages_as_requests() -> None:
+    """Incoming WebSocket messages are in requests_total (billed 20:1), not left out."""
+    for panel in panels(board()):
+        if "Estimated cost" in panel["title"]:
+            text = panel["description"]
+            assert "already counted in requests" in text and "20:1" in text, panel["title"]

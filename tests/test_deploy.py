@@ -286,6 +286,89 @@ def test_prometheusrule_is_generated_from_alerts_yml() -> None:
     assert yaml.safe_load(committed)["spec"]["groups"] == alerts["groups"]
 
 
+def ha_example(tmp_path: Path) -> Path:
+    """A copy of deploy/kubernetes with kustomization.yaml's commented HA example turned on."""
+    for path in K8S.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    kust = tmp_path / "kustomization.yaml"
+    head, example = kust.read_text().split('(the lines starting with "# ").\n')
+    lines = example.splitlines()
+    assert lines and all(line.startswith("# ") for line in lines), "the example is one block"
+    kust.write_text(head + "\n" + "\n".join(line[2:] for line in lines) + "\n")
+    return tmp_path
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kubectl_kustomize_renders_the_ha_example(tmp_path: Path) -> None:
+    """The commented two-replica example renders: 2 pods, half the budget each, no surge."""
+    run = subprocess.run(
+        ["kubectl", "kustomize", str(ha_example(tmp_path))],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(run.stdout) if d["kind"] == "Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}
+    }  # fmt: skip
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DO_EXPORTER_API_RATE_LIMIT"] == "500"  # half of the default 1000
+    assert env["DO_EXPORTER_GRAPHQL_RATE_LIMIT"] == "125"  # half of the default 250
+    assert env["CLOUDFLARE_API_TOKEN_FILE"] == "/etc/do-exporter/secret/token"  # kept
+    assert {"DO_EXPORTER_API_RATE_LIMIT", "DO_EXPORTER_GRAPHQL_RATE_LIMIT"} <= known_env()
+
+
+def test_prometheusrule_generator_says_what_it_needs() -> None:
+    """Run by an interpreter without PyYAML, the generator names what to use, writes nothing."""
+    before = (K8S / "prometheusrule.yaml").read_text()
+    run = subprocess.run(
+        [sys.executable, "-S", str(K8S / "generate_prometheusrule.py")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "needs PyYAML" in run.stderr and ".venv/bin/python" in run.stderr
+    assert (K8S / "prometheusrule.yaml").read_text() == before
+
+
+# ---- Prometheus: deploy/prometheus/check.sh ------------------------------------------------
+
+CHECK_SH = DEPLOY / "prometheus" / "check.sh"
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)",
+)
+
+
+@needs_promtool
+def test_check_sh_finds_the_interpreter_and_passes(tmp_path: Path) -> None:
+    """The README's check runs from any folder without PYTHON= and finds nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    # Where there is no .venv (a CI image that installed elsewhere), `do-exporter` on PATH.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    run = subprocess.run(
+        ["bash", str(CHECK_SH)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "check.sh: all checks passed" in output
+
+
+@needs_promtool
+def test_check_sh_says_when_the_interpreter_cannot_import_the_exporter(tmp_path: Path) -> None:
+    """A PYTHON without do-exporter installed: one clear line naming the fix, exit 1."""
+    env = {**os.environ, "PYTHON": "/bin/false"}
+    run = subprocess.run(
+        ["bash", str(CHECK_SH)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "cannot import do_exporter" in run.stderr and "pip install" in run.stderr
+    assert "== promtool" not in run.stdout
+
+
 # ---- systemd ----------------------------------------------------------------------------
 
 

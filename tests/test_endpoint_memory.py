@@ -7,12 +7,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import requests
 
 from tests.ports import free_port
+from tests.support import wait_until
 from tests.test_cli import clean_env
 
 
@@ -39,15 +39,15 @@ def test_large_request_heads_do_not_grow_the_process() -> None:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def ready() -> bool:
+            assert proc.poll() is None, "the exporter exited"
             try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
+                return requests.get(url + "/readyz", timeout=2).status_code == 200
             except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+                return False
+
+        wait_until(ready, "the exporter answers /readyz")
         requests.get(url + "/metrics", timeout=2)  # the first scrape's own allocations
         before = vm_kib(proc.pid, "VmHWM")
         head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"

@@ -14,21 +14,21 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
 import structlog
 
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.cli import parse_options
 from do_exporter.cloudflare import CloudflareAPIError
-from do_exporter.config import Config, ConfigError, build_config
+from do_exporter.config import Config, ConfigError, Credential, build_config
 from do_exporter.logs import configure
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
 from tests.ports import free_port
+from tests.support import wait_until
 from tests.test_cli import clean_env
 
 MakeSim = Callable[..., Simulator]
@@ -50,14 +50,6 @@ def assert_no_token(where: str, text: str | bytes) -> None:
     data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     for needle in NEEDLES:
         assert needle not in data, f"the token (or part of it) is in {where}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.1)
 
 
 def test_token_is_nowhere_in_a_faulty_run(make_sim: MakeSim, tmp_path: Path) -> None:
@@ -87,7 +79,7 @@ def test_token_is_nowhere_in_a_faulty_run(make_sim: MakeSim, tmp_path: Path) -> 
                 except requests.ConnectionError:
                     return False
 
-            wait_for(ready, 30, "the first poll")
+            wait_until(ready, "the first poll")
             for path in ("/metrics", "/", "/readyz", "/healthz", "/nope"):
                 served[path] = requests.get(url + path, timeout=2).content
             served["POST /metrics"] = requests.post(url + "/metrics", timeout=2).content
@@ -96,14 +88,12 @@ def test_token_is_nowhere_in_a_faulty_run(make_sim: MakeSim, tmp_path: Path) -> 
             assert sum(stats["faults"].values()) > 0  # faults were served, so errors were logged
 
             sim.revoke_token(TOKEN)
-            wait_for(
+            wait_until(
                 lambda: any(
                     code == "403" for codes in sim.stats()["requests"].values() for code in codes
                 ),
-                25,
                 "a poll with the revoked token",
             )
-            time.sleep(1)
             served["/metrics after revocation"] = requests.get(url + "/metrics", timeout=2).content
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -165,8 +155,8 @@ def test_reprs_hide_the_token(tmp_path: Path) -> None:
     ):
         config = build_config(parse_options(argv), env, stderr_is_tty=False)
         assert config.api_token.reveal() == TOKEN
-        target = Target(config.api_url, config.api_token, ())
-        exporter = Exporter(Config(listen_port=0, api_token=config.api_token), target)
+        target = Credential("default", token=config.api_token, api_url=config.api_url)
+        exporter = Exporter(Config(listen_port=0, credentials=(target,)))
         try:
             for name, obj in {
                 "config": config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator, demo_scenario
-from tests.support import FakeClock
+from tests.support import SAFETY_TIMEOUT, FakeClock
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"
@@ -98,7 +98,7 @@ def get(
     http: requests.Session, sim: Simulator, path: str, token: str | None = TOKEN, **params: Any
 ) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return http.get(sim.api_url + path, headers=headers, params=params, timeout=10)
+    return http.get(sim.api_url + path, headers=headers, params=params, timeout=SAFETY_TIMEOUT)
 
 
 def ns_path(account: str) -> str:
@@ -333,7 +333,9 @@ def test_error_answers_for_unknown_or_malformed_ids(
 def test_non_get_methods_are_refused(sim: Simulator, http: requests.Session) -> None:
     """POST on a list endpoint answers 405 with code 7001."""
     response = http.post(
-        sim.api_url + ns_path(ACC_A), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        sim.api_url + ns_path(ACC_A),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=SAFETY_TIMEOUT,
     )
     assert response.status_code == 405 and error_code(response) == 7001
 
@@ -345,7 +347,7 @@ def test_base_path_is_configurable(
     custom = make_sim(base_path="/api")
     assert custom.api_url.endswith("/api")
     assert get(http, custom, "/accounts").status_code == 200
-    old = http.get(custom.url + "/client/v4/accounts", timeout=10)
+    old = http.get(custom.url + "/client/v4/accounts", timeout=SAFETY_TIMEOUT)
     assert old.status_code == 404 and error_code(old) == 7000
 
 
@@ -359,7 +361,7 @@ def test_missing_authorization_is_9106(sim: Simulator, http: requests.Session) -
 def test_malformed_authorization_is_6003_with_6111(sim: Simulator, http: requests.Session) -> None:
     """A non-Bearer Authorization header: 400/6003 whose chain says 6111."""
     response = http.get(
-        sim.api_url + ns_path(ACC_A), headers={"Authorization": "Basic abc"}, timeout=10
+        sim.api_url + ns_path(ACC_A), headers={"Authorization": "Basic abc"}, timeout=SAFETY_TIMEOUT
     )
     assert response.status_code == 400 and error_code(response) == 6003
     assert response.json()["errors"][0]["error_chain"][0]["code"] == 6111
@@ -522,23 +524,30 @@ def test_same_seed_same_ids_other_seed_other_ids(http: requests.Session) -> None
     assert {o["id"] for o in pages[0]}.isdisjoint({o["id"] for o in pages[2]})
 
 
-def test_ten_million_objects_cost_nothing_and_serve_fast(
+def test_ten_million_objects_cost_nothing(
     make_sim: Callable[..., Simulator], http: requests.Session
 ) -> None:
-    """A 10-million-object namespace serves its first and a late page of 10,000 quickly."""
+    """A 10-million-object namespace stores no object: starting it and building a page of
+    10,000 allocate a few times that one answer (ids are derived, never held)."""
     data = scenario_dict()
     data["accounts"][1]["namespaces"][0]["objects"] = 10_000_000
-    huge = make_sim(accounts=data["accounts"])
+    tracemalloc.start()
+    try:
+        huge = make_sim(accounts=data["accounts"])
+        response = huge.handle(
+            "GET", huge.scenario.base_path + obj_path(ACC_B, NS_B) + "?limit=10000",
+            {"Authorization": f"Bearer {TOKEN}"},
+        )  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200
     assert huge.expected(ACC_B, NS_B) == (10_000_000, 0)
+    # The page is ~1 MB and the peak ~3 MB; 10 million ids of 16 bytes would be 160 MB.
+    assert len(response.body) < 1_000_000 and peak < 10_000_000
     first = get(http, huge, obj_path(ACC_B, NS_B), limit=10000).json()
     assert len(first["result"]) == 10000
-    started = time.perf_counter()
-    response = huge.handle(
-        "GET", huge.scenario.base_path + obj_path(ACC_B, NS_B) + "?limit=10000",
-        {"Authorization": f"Bearer {TOKEN}"},
-    )  # fmt: skip
-    assert response.status == 200
-    assert time.perf_counter() - started < 0.5  # a few ms in practice; generous for CI
+    assert first["result_info"]["cursor"]
 
 
 def test_concurrent_walks_each_see_every_object(sim: Simulator) -> None:
@@ -584,7 +593,7 @@ def test_stats_count_requests_by_endpoint_and_status(
     }
     assert stats["requests_total"] == 8
     assert stats["objects_served"] == 2345
-    assert http.get(sim.url + "/__simulator/stats", timeout=10).json() == stats
+    assert http.get(sim.url + "/__simulator/stats", timeout=SAFETY_TIMEOUT).json() == stats
     sim.reset_stats()
     assert sim.stats()["requests_total"] == 0 and sim.stats()["requests"] == {}
 
@@ -594,35 +603,43 @@ def test_admin_api_drives_the_simulator_out_of_process(
 ) -> None:
     """POST /__simulator/... injects faults, sets counts, deletes namespaces, revokes tokens."""
     admin = sim.url + "/__simulator/"
-    ok = http.post(admin + "inject", json={"fault": "status", "status": 503, "count": 1}, timeout=5)
+    ok = http.post(
+        admin + "inject",
+        json={"fault": "status", "status": 503, "count": 1},
+        timeout=SAFETY_TIMEOUT,
+    )
     assert ok.json() == {"ok": True}
     assert get(http, sim, "/accounts").status_code == 503
     assert get(http, sim, "/accounts").status_code == 200
     counts = http.post(
         admin + "objects",
         json={"account_id": ACC_A, "namespace_id": NS_BIG, "count": 50, "growth_per_minute": 0},
-        timeout=5,
+        timeout=SAFETY_TIMEOUT,
     ).json()
     assert counts == {"ok": True, "objects": 50, "with_stored_data": 15}
     expected = http.get(
-        admin + "expected", params={"account_id": ACC_A, "namespace_id": NS_BIG}, timeout=5
+        admin + "expected",
+        params={"account_id": ACC_A, "namespace_id": NS_BIG},
+        timeout=SAFETY_TIMEOUT,
     ).json()
     assert expected == {"objects": 50, "with_stored_data": 15}
     added = http.post(
-        admin + "namespaces/add", json={"account_id": ACC_B, "namespace": {"objects": 2}}, timeout=5
+        admin + "namespaces/add",
+        json={"account_id": ACC_B, "namespace": {"objects": 2}},
+        timeout=SAFETY_TIMEOUT,
     ).json()
     assert sim.expected(ACC_B, added["id"]) == (2, 0)
     http.post(admin + "namespaces/delete", json={"account_id": ACC_A, "namespace_id": NS_SMALL})
     assert NS_SMALL not in sim.namespace_ids(ACC_A)
-    http.post(admin + "tokens/revoke", json={"token": TOKEN_A}, timeout=5)
+    http.post(admin + "tokens/revoke", json={"token": TOKEN_A}, timeout=SAFETY_TIMEOUT)
     assert get(http, sim, ns_path(ACC_A), token=TOKEN_A).status_code == 403
-    http.post(admin + "inject", json={"fault": "html", "count": None}, timeout=5)
+    http.post(admin + "inject", json={"fault": "html", "count": None}, timeout=SAFETY_TIMEOUT)
     assert get(http, sim, "/accounts").status_code == 502
-    http.post(admin + "clear_faults", timeout=5)
+    http.post(admin + "clear_faults", timeout=SAFETY_TIMEOUT)
     assert get(http, sim, "/accounts").status_code == 200
-    http.post(admin + "reset_stats", timeout=5)
+    http.post(admin + "reset_stats", timeout=SAFETY_TIMEOUT)
     assert sim.stats()["requests_total"] == 0
-    info = http.get(admin + "info", timeout=5).json()
+    info = http.get(admin + "info", timeout=SAFETY_TIMEOUT).json()
     assert info == {"api_url": sim.api_url, "token": TOKEN, "account_ids": [ACC_A, ACC_B]}
 
 
@@ -641,7 +658,7 @@ def test_admin_api_rejects_bad_requests(
     sim: Simulator, http: requests.Session, action: str, payload: dict[str, Any], status: int
 ) -> None:
     """Bad admin requests get a JSON error, never a crash, and change nothing."""
-    response = http.post(sim.url + "/__simulator/" + action, json=payload, timeout=5)
+    response = http.post(sim.url + "/__simulator/" + action, json=payload, timeout=SAFETY_TIMEOUT)
     assert response.status_code == status
     assert response.json()["ok"] is False and response.json()["error"]
     assert get(http, sim, "/accounts").status_code == 200
@@ -649,8 +666,8 @@ def test_admin_api_rejects_bad_requests(
 
 def test_admin_requests_are_not_counted(sim: Simulator, http: requests.Session) -> None:
     """Only API requests show in the stats."""
-    http.get(sim.url + "/__simulator/stats", timeout=5)
-    http.post(sim.url + "/__simulator/clear_faults", timeout=5)
+    http.get(sim.url + "/__simulator/stats", timeout=SAFETY_TIMEOUT)
+    http.post(sim.url + "/__simulator/clear_faults", timeout=SAFETY_TIMEOUT)
     assert sim.stats()["requests_total"] == 0
 
 
@@ -660,10 +677,10 @@ def test_stop_closes_kept_alive_connections(http: requests.Session) -> None:
     one = Simulator(demo_scenario()).start()
     url = one.api_url + "/accounts"
     headers = {"Authorization": f"Bearer {one.token}"}
-    assert http.get(url, headers=headers, timeout=5).status_code == 200
+    assert http.get(url, headers=headers, timeout=SAFETY_TIMEOUT).status_code == 200
     one.stop()
     with pytest.raises(requests.ConnectionError):
-        http.get(url, headers=headers, timeout=5)
+        http.get(url, headers=headers, timeout=SAFETY_TIMEOUT)
     with pytest.raises(RuntimeError):
         _ = one.api_url
 

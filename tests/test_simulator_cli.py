@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support import SAFETY_TIMEOUT
+
 SCENARIOS = Path(__file__).parent / "scenarios"
 SMALL = SCENARIOS / "simulator_small.json"
 
@@ -34,7 +36,7 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
     for process in processes:
         if process.poll() is None:
             process.kill()
-        process.communicate(timeout=10)
+        process.communicate(timeout=SAFETY_TIMEOUT)
 
 
 def start(started: list[subprocess.Popen[str]], *args: str) -> tuple[Any, subprocess.Popen[str]]:
@@ -59,11 +61,11 @@ def test_cli_prints_one_json_line_and_serves_the_scenario(
     response = requests.get(
         f"{info['api_url']}/accounts/{info['account_ids'][0]}/workers/durable_objects/namespaces",
         headers={"Authorization": f"Bearer {info['token']}"},
-        timeout=10,
+        timeout=SAFETY_TIMEOUT,
     )
     assert [ns["name"] for ns in response.json()["result"]] == ["cli_Thing"]
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=10)
+    out, err = process.communicate(timeout=SAFETY_TIMEOUT)
     assert process.returncode == 0
     assert out == "" and err == ""
 
@@ -75,10 +77,10 @@ def test_cli_without_scenario_serves_the_demo_and_stops_on_sigint(
     info, process = start(started)
     assert len(info["account_ids"]) >= 2
     root = info["api_url"].rsplit("/client/v4", 1)[0]
-    stats = requests.get(root + "/__simulator/stats", timeout=5)
+    stats = requests.get(root + "/__simulator/stats", timeout=SAFETY_TIMEOUT)
     assert stats.json()["requests_total"] == 0
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=10)
+    process.communicate(timeout=SAFETY_TIMEOUT)
     assert process.returncode == 0
 
 
@@ -92,11 +94,11 @@ def test_cli_seed_changes_the_ids(started: list[subprocess.Popen[str]]) -> None:
             "/namespaces/abcdefabcdefabcdefabcdefabcdef02/objects"
         )
         body = requests.get(
-            url, headers={"Authorization": f"Bearer {info['token']}"}, timeout=10
+            url, headers={"Authorization": f"Bearer {info['token']}"}, timeout=SAFETY_TIMEOUT
         ).json()
         first_ids.append(body["result"][0]["id"])
         process.terminate()
-        process.communicate(timeout=10)
+        process.communicate(timeout=SAFETY_TIMEOUT)
     assert first_ids[0] != first_ids[1]
 
 
@@ -121,7 +123,7 @@ def test_cli_bad_scenario_exits_2_with_one_line(
         [sys.executable, "-m", "do_exporter.simulator", "--scenario", str(path)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=SAFETY_TIMEOUT,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -135,7 +137,7 @@ def test_cli_bad_listen_address_exits_2() -> None:
         [sys.executable, "-m", "do_exporter.simulator", "--listen", "127.0.0.1"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=SAFETY_TIMEOUT,
     )
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "--listen" in result.stderr

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
+from tests.support import SAFETY_TIMEOUT
 
 ACC = "0123456789abcdef0123456789abcdef"
 NS = "11111111111111111111111111111111"
@@ -64,10 +65,15 @@ def http() -> Iterator[requests.Session]:
 NAMESPACES = f"/accounts/{ACC}/workers/durable_objects/namespaces"
 OBJECTS = f"{NAMESPACES}/{NS}/objects"
 OBJECTS_OTHER = f"{NAMESPACES}/{NS_OTHER}/objects"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def get(
-    http: requests.Session, sim: Simulator, path: str, timeout: float = 10, **params: Any
+    http: requests.Session,
+    sim: Simulator,
+    path: str,
+    timeout: float = SAFETY_TIMEOUT,
+    **params: Any,
 ) -> requests.Response:
     return http.get(
         sim.api_url + path,
@@ -129,27 +135,27 @@ def test_html_fault_defaults_to_502(sim: Simulator, http: requests.Session) -> N
 def test_faults_come_before_authentication(sim: Simulator, http: requests.Session) -> None:
     """An edge fault answers even a request without a token, like the edge would."""
     sim.inject("html", status=503)
-    response = http.get(sim.api_url + "/accounts", timeout=5)
+    response = http.get(sim.api_url + "/accounts", timeout=SAFETY_TIMEOUT)
     assert response.status_code == 503
 
 
 def test_delay_beyond_the_read_timeout(sim: Simulator, http: requests.Session) -> None:
     """delay longer than the client's read timeout makes the client time out; then normal."""
     sim.inject("delay", seconds=1.0)
-    started = time.perf_counter()
     with pytest.raises(requests.exceptions.ReadTimeout):
         get(http, sim, OBJECTS, timeout=0.3)
-    assert time.perf_counter() - started < 0.9
     assert get(http, sim, OBJECTS).status_code == 200
 
 
 def test_delay_then_answers_normally(sim: Simulator, http: requests.Session) -> None:
-    """delay within the timeout only slows the answer down."""
+    """delay within the timeout only slows the answer down (never less than the delay)."""
     sim.inject("delay", seconds=0.3)
-    started = time.perf_counter()
+    assert sim.handle("GET", sim.scenario.base_path + OBJECTS, AUTH).delay == 0.3
+    sim.inject("delay", seconds=0.3)
+    started = time.monotonic()
     response = get(http, sim, OBJECTS)
     assert response.status_code == 200 and len(response.json()["result"]) == 95
-    assert time.perf_counter() - started >= 0.3
+    assert time.monotonic() - started >= 0.3
 
 
 def test_disconnect_closes_without_an_answer(sim: Simulator, http: requests.Session) -> None:
@@ -352,13 +358,13 @@ def test_rules_are_scoped_to_an_endpoint(
 
 
 def test_latency_and_jitter(make_sim: Callable[..., Simulator], http: requests.Session) -> None:
-    """latency_ms plus up to jitter_ms slows every answer."""
+    """latency_ms plus up to jitter_ms (seeded) slows every answer."""
     slow = make_sim(faults={"latency_ms": 100, "jitter_ms": 50})
-    started = time.perf_counter()
-    for _ in range(3):
-        assert get(http, slow, NAMESPACES).status_code == 200
-    elapsed = time.perf_counter() - started
-    assert 0.3 <= elapsed < 3
+    delays = [slow.handle("GET", slow.scenario.base_path + NAMESPACES, AUTH).delay for _ in "abc"]
+    assert all(0.1 <= delay <= 0.15 for delay in delays) and len(set(delays)) == 3
+    started = time.monotonic()
+    assert get(http, slow, NAMESPACES).status_code == 200
+    assert time.monotonic() - started >= 0.1
 
 
 def test_injected_faults_take_precedence_over_rules(

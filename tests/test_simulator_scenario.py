@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from do_exporter.simulator import Scenario, ScenarioError, demo_scenario, load_scenario
-from do_exporter.simulator.core import _objects_json
 from do_exporter.simulator.ids import (
     decode_cursor,
     encode_cursor,
@@ -23,6 +22,7 @@ from do_exporter.simulator.ids import (
     stored_count,
     stored_flags,
 )
+from do_exporter.simulator.pages import objects_json as _objects_json
 
 ACC = "0123456789abcdef0123456789abcdef"
 
@@ -83,6 +83,12 @@ def test_missing_ids_are_derived_from_the_seed() -> None:
         ({"accounts": [{"namespaces": [{"growth_per_minute": "fast"}]}]}, "growth_per_minute"),
         ({"accounts": [{"namespaces": [{"id": "1" * 32}, {"id": "1" * 32}]}]}, "namespaces[1]"),
         ({"accounts": [{"namespaces": [{"colour": "red"}]}]}, "unknown key 'colour'"),
+        ({"accounts": [{"namespaces": [{"analytics": {"hot_objects": 0}}]}]}, "hot_objects"),
+        ({"accounts": [{"namespaces": [{"analytics": {"hot_objects": 2.5}}]}]}, "hot_objects"),
+        (
+            {"accounts": [{"namespaces": [{"analytics": {"client_disconnect_rate": 2}}]}]},
+            "client_disconnect_rate",
+        ),
     ],
 )
 def test_bad_scenarios_name_the_key(data: Any, where: str) -> None:
@@ -108,6 +114,20 @@ def test_load_scenario_reads_json_files(tmp_path: Path) -> None:
 def test_demo_scenario_is_valid_and_stable() -> None:
     """The built-in demo loads and is the same each time."""
     assert demo_scenario() == demo_scenario()
+
+
+def test_demo_has_a_hot_object() -> None:
+    """--demo shows the busiest objects: one namespace's traffic is spread over a few
+    objects, the first of which keeps more than half of its thread busy."""
+    hot = [
+        n for a in demo_scenario().accounts for n in a.namespaces
+        if n.analytics is not None and n.analytics.hot_objects
+    ]  # fmt: skip
+    assert hot and hot[0].analytics is not None
+    t = hot[0].analytics
+    assert t.requests_per_minute is not None
+    share = 60 / sum((60, 30, 20)[: t.hot_objects])  # ZIPF shares of the first object
+    assert t.requests_per_minute * t.cpu_ms_per_request / 60_000 * share > 0.5
 
 
 # ---- ids -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from do_exporter.simulator import Scenario, ScenarioError, Simulator
-from tests.support import FakeClock, simulators
+from tests.support import SAFETY_TIMEOUT, FakeClock, simulators
 
 ACC_A = "0123456789abcdef0123456789abcdef"
 ACC_B = "fedcba9876543210fedcba9876543210"
@@ -77,7 +77,7 @@ def get(
     http: requests.Session, sim: Simulator, path: str, token: str, **params: Any
 ) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"}
-    return http.get(sim.api_url + path, headers=headers, params=params, timeout=10)
+    return http.get(sim.api_url + path, headers=headers, params=params, timeout=SAFETY_TIMEOUT)
 
 
 def ns_path(account: str) -> str:
@@ -184,11 +184,11 @@ def test_set_token_status_at_runtime(sim: Simulator, http: requests.Session) -> 
     assert answer(get(http, sim, ns_path(ACC_A), "full")) == (403, 10000)
     assert get(http, sim, "/user/tokens/verify", "full").json()["result"]["status"] == "disabled"
     ok = http.post(sim.url + "/__simulator/tokens/status",
-                   json={"token": "full", "status": "active"}, timeout=5)  # fmt: skip
+                   json={"token": "full", "status": "active"}, timeout=SAFETY_TIMEOUT)  # fmt: skip
     assert ok.json() == {"ok": True}
     assert get(http, sim, ns_path(ACC_A), "full").status_code == 200
     bad = http.post(sim.url + "/__simulator/tokens/status",
-                    json={"token": "full", "status": "sleepy"}, timeout=5)  # fmt: skip
+                    json={"token": "full", "status": "sleepy"}, timeout=SAFETY_TIMEOUT)  # fmt: skip
     assert bad.status_code == 400 and bad.json()["ok"] is False
     with pytest.raises(KeyError):
         sim.set_token_status("never-issued", "active")

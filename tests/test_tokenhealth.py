@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from do_exporter.app import Exporter, Target
+from do_exporter.app import Exporter
 from do_exporter.cloudflare import CloudflareAPIError, TokenStatus
-from do_exporter.config import Config, Secret
+from do_exporter.config import Config, Credential, Secret
 from do_exporter.selfmetrics import ExporterMetrics
 from do_exporter.simulator import Simulator
 from do_exporter.tokenhealth import (
@@ -116,7 +116,9 @@ def test_exporter_metrics_carry_token_health() -> None:
 
 def _exporter(sim: Simulator, token: str = TOKEN) -> Exporter:
     config = Config(listen_host="127.0.0.1", listen_port=0, interval=10.0, api_timeout=5.0)
-    return Exporter(config, Target(sim.api_url, Secret(token), (ACCOUNT_A, ACCOUNT_B)))
+    return Exporter(config, Credential(
+        "default", (ACCOUNT_A, ACCOUNT_B), token=Secret(token), api_url=sim.api_url
+    ))
 
 
 def test_start_up_verification_logs_one_line_per_problem(make_sim: MakeSim) -> None:

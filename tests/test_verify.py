@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import ACCOUNT_A, ACCOUNT_B, ns
+from prometheus_client.parser import text_string_to_metric_families
 
-from do_exporter.analytics import AnalyticsError, Window, build_request
+from do_exporter.analytics import (
+    AccountUsage,
+    AnalyticsError,
+    Window,
+    as_usage,
+    build_request,
+    decode_answer,
+)
 from do_exporter.cloudflare import (
     ACCOUNT_OWNED,
     INVALID_TOKEN,
     USER_OWNED,
     CloudflareAPIError,
     CloudflareClient,
+    GraphQLAnswer,
     parse_token_status,
 )
 from do_exporter.simulator import Scenario, Simulator
+from tests.support import SAFETY_TIMEOUT
 
 MakeSim = Callable[..., Simulator]
+
+
+def parse(answer: GraphQLAnswer) -> AccountUsage | AnalyticsError:
+    """The client's decoded GraphQL answer, judged as the poller judges it."""
+    return as_usage(decode_answer(answer.document, status=answer.status))
+
 MakeClient = Callable[..., CloudflareClient]
 
 USER = "user-token-0000000000000000000000000000a"
@@ -138,7 +157,7 @@ def test_graphql_denied_is_an_answer(sim: Simulator, make_client: MakeClient) ->
     end = int(time.time()) // 60 * 60 - 300  # GraphQL reads the real clock
     window = Window(end - 60, end)
     body = build_request(ACCOUNT_A, window, page_size=1)
-    denied = make_client(sim.api_url, OFF.replace("off", "own")).graphql(ACCOUNT_A, body)
+    denied = parse(make_client(sim.api_url, OFF.replace("off", "own")).graphql(ACCOUNT_A, body))
     assert isinstance(denied, AnalyticsError)  # unknown token: 401 (authn)
     sim_token_only_read = Scenario.from_dict(
         {
@@ -147,8 +166,27 @@ def test_graphql_denied_is_an_answer(sim: Simulator, make_client: MakeClient) ->
         }
     )
     with Simulator(sim_token_only_read, start_time=NOW) as other:
-        answer = make_client(other.api_url, USER).graphql(ACCOUNT_A, body)
+        answer = parse(make_client(other.api_url, USER).graphql(ACCOUNT_A, body))
     assert isinstance(answer, AnalyticsError) and answer.permission_denied
     assert answer.status == 200
-    allowed = make_client(sim.api_url, USER).graphql(ACCOUNT_A, body)
+    allowed = parse(make_client(sim.api_url, USER).graphql(ACCOUNT_A, body))
     assert not isinstance(allowed, AnalyticsError)
+
+
+def test_once_verifies_the_token_first_so_its_output_has_the_token_families() -> None:
+    """`--once` prints every family the daemon serves after one poll, the token health ones
+    included: the token is verified before the poll, as the daemon does at start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "do_exporter", "--once", "--demo"],
+        capture_output=True, text=True, env=env, timeout=SAFETY_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status = {
+        s.labels["status"]: s.value
+        for family in text_string_to_metric_families(result.stdout)
+        for s in family.samples
+        if s.name == "cloudflare_durable_objects_exporter_token_status"
+    }
+    assert status["active"] == 1.0 and sum(status.values()) == 1.0
+    assert "cloudflare_durable_objects_objects{" in result.stdout

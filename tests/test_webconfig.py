@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from do_exporter.config import ConfigError
 from do_exporter.server import Limits, MetricsServer
 from do_exporter.webconfig import BasicAuth, WebConfig, load_web_config
 from tests.ports import free_port
+from tests.support import wait_until
 from tests.test_cli import clean_env
 
 PASSWORD = "s3cret-scrape-pass"
@@ -112,7 +112,7 @@ def test_tls_min_version_13_refuses_tls12(certs: Path, serve) -> None:  # type: 
     context = ssl.create_default_context(cafile=str(certs / "server.crt"))
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     with (
-        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw,
         pytest.raises(ssl.SSLError),
     ):
         context.wrap_socket(raw, server_hostname="localhost")
@@ -165,19 +165,19 @@ def test_tls_and_basic_auth_through_the_cli(certs: Path) -> None:
     )
     try:
         url = f"https://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 20
-        while True:
+
+        def served() -> bool:
+            assert proc.poll() is None
             try:
                 response = requests.get(
-                    url, auth=("prom", PASSWORD), timeout=2, verify=str(certs / "server.crt")
+                    url, auth=("prom", PASSWORD), timeout=5, verify=str(certs / "server.crt")
                 )
-                if "cloudflare_durable_objects_objects{" in response.text:
-                    break
             except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        denied = requests.get(url, timeout=2, verify=str(certs / "server.crt"))
+                return False
+            return "cloudflare_durable_objects_objects{" in response.text
+
+        wait_until(served, "metrics over TLS with basic auth")
+        denied = requests.get(url, timeout=5, verify=str(certs / "server.crt"))
         assert denied.status_code == 401
     finally:
         proc.terminate()
@@ -192,7 +192,7 @@ def test_tls_and_basic_auth_through_the_cli(certs: Path) -> None:
         ("tls_server_config:\n  cert_file: a.crt\n", "needs both cert_file and key_file"),
         (
             "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n",
-            "cannot load cert_file/key_file",
+            "nope.crt': No such file or directory",
         ),
         (
             "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n",
@@ -254,7 +254,7 @@ def test_idle_and_stalled_connections_do_not_block_scrapes(  # type: ignore[no-u
 def test_oversized_request_line_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
     """A request line over 64 KiB gets 414, not a stuck thread or a crash."""
     server = serve()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = sock.recv(200)
     assert answer.startswith(b"HTTP/1.0 414") or answer.startswith(b"HTTP/1.1 414")
@@ -302,20 +302,11 @@ def test_unknown_user_costs_as_much_as_a_wrong_password(monkeypatch: pytest.Monk
     def header(user: str, password: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def fastest(value: str) -> float:
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            assert not auth.check(value)
-            times.append(time.perf_counter() - started)
-        return min(times)
-
     monkeypatch.setattr(bcrypt, "checkpw", counting)
     assert not auth.check(header("nobody", PASSWORD))
     assert not auth.check(header("prom", "wrong"))
-    assert calls == [b"$2b$08$", b"$2b$08$"]  # the dummy hash has the users' cost
-    unknown, wrong = fastest(header("nobody", "x")), fastest(header("prom", "x"))
-    assert unknown > 0.5 * wrong, (unknown, wrong)
+    # One bcrypt check each, at the same cost: the work (not a timing) is what is compared.
+    assert calls == [b"$2b$08$", b"$2b$08$"]
 
 
 def test_passwords_longer_than_72_bytes_are_checked_as_bcrypt_hashes_them() -> None:
@@ -346,7 +337,7 @@ def test_tls_keep_alive_pipelining_and_a_stalled_head(certs: Path) -> None:
     server.start()
     client = ssl.create_default_context(cafile=str(certs / "server.crt"))
     try:
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         with client.wrap_socket(raw, server_hostname="localhost") as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
             data = b""
@@ -355,11 +346,63 @@ def test_tls_keep_alive_pipelining_and_a_stalled_head(certs: Path) -> None:
                 assert chunk, data
                 data += chunk
             assert data.index(b"ok\n") < data.index(b"up 1\n")
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         with client.wrap_socket(raw, server_hostname="localhost") as stalled:
-            started = time.monotonic()
             stalled.sendall(b"GET /metrics HTTP/1.1\r\nHo")
             assert stalled.recv(4096).startswith(b"HTTP/1.1 408")
-            assert time.monotonic() - started < 2.5
     finally:
         server.stop()
+
+
+GOOD = "$2b$04$" + "a" * 21 + "e" + "b" * 31
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("$2y$10$short", "expected $2a$, $2b$ or $2y$"),
+        ("$2x$04$" + GOOD[7:], "expected $2a$, $2b$ or $2y$"),
+        ("$2b$4$" + GOOD[7:], "expected $2a$, $2b$ or $2y$"),
+        ("$2b$04$" + GOOD[7:] + "c", "expected $2a$, $2b$ or $2y$"),
+        ("$2b$04$" + GOOD[7:-1] + "!", "expected $2a$, $2b$ or $2y$"),
+        ("$2b$04$" + "a" * 22 + "b" * 31, "expected $2a$, $2b$ or $2y$"),  # salt's last char
+        ("$2b$\u0661\u0662$" + GOOD[7:], "expected $2a$, $2b$ or $2y$"),  # non-ASCII digits
+        ("$2b$03$" + GOOD[7:], "its cost 3 is outside 4..14"),
+        ("$2b$15$" + GOOD[7:], "its cost 15 is outside 4..14"),
+        ("$2b$99$" + GOOD[7:], "its cost 99 is outside 4..14"),
+    ],
+)
+def test_malformed_bcrypt_hash_is_a_config_error_naming_the_user(
+    tmp_path: Path, value: str, needle: str
+) -> None:
+    """Validated whole at start; the message names the user and never shows the hash."""
+    with pytest.raises(ConfigError) as info:
+        load_web_config(write(tmp_path, f"basic_auth_users:\n  prom: '{value}'\n"))
+    message = str(info.value)
+    assert "the password of 'prom' is not a bcrypt hash" in message and needle in message
+    assert value not in message and value[7:] not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("prefix", ["$2a$", "$2b$", "$2y$"])
+def test_every_bcrypt_variant_is_accepted_and_checks(tmp_path: Path, prefix: str) -> None:
+    value = prefix + hashed()[4:]
+    web = load_web_config(write(tmp_path, f"basic_auth_users:\n  prom: '{value}'\n"))
+    assert web.auth is not None
+    good = "Basic " + base64.b64encode(f"prom:{PASSWORD}".encode()).decode()
+    assert web.auth.check(good)
+
+
+def test_start_up_runs_no_bcrypt_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dummy hash for unknown users is made without hashing, at the highest configured
+    cost (validated to 4..14), so no configured hash can make start-up slow."""
+
+    def refuse(*args: object) -> bytes:
+        raise AssertionError("bcrypt work at start-up")
+
+    monkeypatch.setattr(bcrypt, "hashpw", refuse)
+    monkeypatch.setattr(bcrypt, "checkpw", refuse)
+    auth = BasicAuth({"a": b"$2b$14$" + GOOD[7:].encode(), "b": GOOD.encode()})
+    dummy = auth._dummy  # noqa: SLF001  (what an unknown user is checked against)
+    assert dummy.startswith(b"$2b$14$") and len(dummy) == 60
+    monkeypatch.undo()
+    assert not bcrypt.checkpw(b"anything", b"$2b$04$" + dummy[7:])  # well formed: no error

@@ -1,8 +1,12 @@
 """Write deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.yml.
 
 alerts.yml is the one source of the alerting rules; the Prometheus Operator's PrometheusRule
-carries the same groups. Run `python deploy/kubernetes/generate_prometheusrule.py` after
-changing alerts.yml; tests/test_deploy.py fails while the two differ.
+carries the same groups. After changing alerts.yml, run from any folder:
+
+    .venv/bin/python deploy/kubernetes/generate_prometheusrule.py
+
+It needs Python 3.11+ and PyYAML, which the README's install puts in .venv (any python3 with
+PyYAML works); tests/test_deploy.py fails while the two files differ.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - depends on the interpreter the user picked
+    sys.exit(
+        "generate_prometheusrule.py needs PyYAML: run it with the project's interpreter "
+        "(.venv/bin/python deploy/kubernetes/generate_prometheusrule.py after the README's "
+        "install) or `pip install pyyaml`"
+    )
 
 HERE = Path(__file__).resolve().parent
 ALERTS = HERE.parent / "prometheus" / "alerts.yml"

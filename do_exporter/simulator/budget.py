@@ -8,14 +8,23 @@ it ends. The user's *other clients* spend the same budget at a steady rate on th
 simulator's clock; their requests are worked out when somebody looks (lazily, in bulk per
 window), so no thread runs and a test that moves its clock by hours costs nothing.
 
+:class:`Budgets` holds every user's budget, finds the one a token spends, and answers 429 in
+Cloudflare's words with the scenario's style of rate-limit headers.
+
 Every method takes ``now`` (the simulator's clock): decisions here never read time.
 """
 
 from __future__ import annotations
 
+import email.utils
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
+
+from do_exporter.simulator import responses as r
+from do_exporter.simulator.responses import Response
+from do_exporter.simulator.scenario import RateLimitSpec, Scenario
 
 
 @dataclass
@@ -123,3 +132,87 @@ class UserBudget:
             self.other_requests += taken
             self.other_rate_limited += sent - taken
             self._others_sent = last
+
+
+class Budgets:
+    """Every user's :class:`UserBudget`, and which one each token spends.
+
+    A token of no listed user is its own user (``token:<id>``) with the scenario's limit.
+    """
+
+    def __init__(self, scenario: Scenario, now: float) -> None:
+        self._lock = threading.Lock()
+        self._style = scenario.rate_limit.headers
+        self._budgets: dict[str, UserBudget] = {}  # by user name
+        self._budget_of: dict[str, UserBudget] = {}  # by token value
+        self.rate_limited = 0  # 429s answered since the last reset
+        for user in scenario.users:
+            per_minute = user.other_clients_per_minute
+            budget = self._new(user.name, user.rate_limit, now, per_minute)
+            for value in user.tokens:
+                self._budget_of[value] = budget
+        for spec in scenario.tokens:
+            if spec.value not in self._budget_of:
+                name = f"token:{spec.id}"
+                self._budget_of[spec.value] = self._new(name, scenario.rate_limit, now, 0)
+
+    def _new(
+        self, name: str, limit: RateLimitSpec, now: float, other_per_minute: float
+    ) -> UserBudget:
+        budget = UserBudget(
+            name,
+            limit.requests,
+            limit.window_seconds,
+            start=now,
+            other_per_minute=other_per_minute,
+        )
+        self._budgets[name] = budget
+        return budget
+
+    def spend(
+        self, token: str, now: float, unix_now: float
+    ) -> tuple[Response | None, list[tuple[str, str]]]:
+        """Charge one request to the token's user: ``(None, headers)`` when allowed, else
+        ``(429 answer, [])``. ``unix_now`` dates ``X-RateLimit-Reset``."""
+        with self._lock:
+            budget = self._budget_of[token]
+            charge = budget.charge(now)
+            headers = self._headers(budget, charge, unix_now)
+            if charge.allowed:
+                return None, headers
+            self.rate_limited += 1
+        window = r.seconds_text(budget.window_seconds)
+        message = f"More than {budget.requests} requests per {window} seconds reached. "
+        answer = r.error(429, (r.RATE_LIMITED[0], message + r.RATE_LIMITED[1]))
+        answer.headers.append(("Retry-After", str(charge.reset)))
+        answer.headers.extend(headers)
+        return answer, []
+
+    def _headers(
+        self, budget: UserBudget, charge: Charge, unix_now: float
+    ) -> list[tuple[str, str]]:
+        """The budget headers in the scenario's style (``rate_limit.headers``)."""
+        headers: list[tuple[str, str]] = []
+        if self._style in ("ratelimit", "both"):
+            window = r.seconds_text(budget.window_seconds)
+            headers.append(("Ratelimit", f'"default";r={charge.remaining};t={charge.reset}'))
+            headers.append(("Ratelimit-Policy", f'"default";q={budget.requests};w={window}'))
+        if self._style in ("x-ratelimit", "both"):
+            headers.append(("X-RateLimit-Limit", str(budget.requests)))
+            headers.append(("X-RateLimit-Remaining", str(charge.remaining)))
+            if not charge.allowed:
+                reset_at = unix_now + charge.reset
+                headers.append(("X-RateLimit-Reset", email.utils.formatdate(reset_at, usegmt=True)))
+        return headers
+
+    def snapshot(self, now: float) -> dict[str, dict[str, Any]]:
+        """Each user's budget at ``now``, by user name."""
+        with self._lock:
+            return {name: b.snapshot(now) for name, b in self._budgets.items()}
+
+    def reset_counters(self) -> None:
+        """Zero the counters; the windows and what they have used stay."""
+        with self._lock:
+            self.rate_limited = 0
+            for budget in self._budgets.values():
+                budget.reset_counters()

@@ -22,12 +22,22 @@ Fault kinds and their parameters:
                           first page, one that leads back to the first page)
 ``endless_cursor``        objects: never ends the walk; pages past the end hold new ids
 ========================  ==========================================================
+
+A fault acts in one of three places, all here: before authentication (:func:`edge_answer`),
+in the success envelope (:func:`success`), or on the answer once built (:func:`alter`).
+:class:`FaultPlan` picks each request's fault and latency.
 """
 
 from __future__ import annotations
 
+import random
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from do_exporter.simulator import responses as r
+from do_exporter.simulator.responses import Response
 
 ENDPOINTS = ("accounts", "namespaces", "objects", "verify", "graphql", "other")
 SCOPES = (*ENDPOINTS, "*")
@@ -164,3 +174,142 @@ class RuleState:
     rule: FaultRule
     burst_left: int = 0
     fired: int = field(default=0)
+
+
+class FaultPlan:
+    """Which fault each request gets: injected ones first (first in, first out), then the
+    scenario's rules (seeded, in bursts); plus every answer's latency and jitter."""
+
+    def __init__(
+        self,
+        rules: Sequence[FaultRule],
+        *,
+        seed: int,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+    ) -> None:
+        self._latency = latency_ms / 1000.0
+        self._jitter_ms = jitter_ms
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._queue: list[QueuedFault] = []
+        self._rules = [RuleState(rule) for rule in rules]
+        self._fired: dict[str, int] = {}  # by kind, since the last reset
+
+    def draw(self, endpoint: str, namespace_id: str | None) -> tuple[Fault | None, float]:
+        """Pick this request's fault (queue first, then rules) and its delay, seeded."""
+        with self._lock:
+            delay = self._latency
+            if self._jitter_ms:
+                delay += self._rng.uniform(0.0, self._jitter_ms) / 1000.0
+            chosen = self._from_queue(endpoint, namespace_id)
+            if chosen is None:
+                chosen = self._from_rules(endpoint, namespace_id)
+            if chosen is not None:
+                self._fired[chosen.kind] = self._fired.get(chosen.kind, 0) + 1
+                if chosen.kind == "delay" and chosen.seconds is not None:
+                    delay += chosen.seconds
+        return chosen, delay
+
+    def _from_queue(self, endpoint: str, namespace_id: str | None) -> Fault | None:
+        for i, queued in enumerate(self._queue):
+            if queued.fault.matches(endpoint, namespace_id):
+                if queued.remaining is not None:
+                    queued.remaining -= 1
+                    if queued.remaining == 0:
+                        del self._queue[i]
+                return queued.fault
+        return None
+
+    def _from_rules(self, endpoint: str, namespace_id: str | None) -> Fault | None:
+        for state in self._rules:
+            if not state.rule.fault.matches(endpoint, namespace_id):
+                continue
+            if state.burst_left > 0:
+                state.burst_left -= 1
+            elif self._rng.random() < state.rule.rate:
+                state.burst_left = state.rule.burst - 1
+            else:
+                continue
+            state.fired += 1
+            return state.rule.fault
+        return None
+
+    def inject(self, kind: str, params: dict[str, Any], count: int | None) -> None:
+        """Queue a fault (:func:`make_fault`) for the next ``count`` matching requests
+        (None: until cleared)."""
+        if count is not None and count < 1:
+            raise ValueError("count must be >= 1 or None")
+        fault = make_fault(kind, params)
+        with self._lock:
+            self._queue.append(QueuedFault(fault, count))
+
+    def clear(self) -> None:
+        """Drop every queued fault and end any running burst (the rules stay)."""
+        with self._lock:
+            self._queue.clear()
+            for state in self._rules:
+                state.burst_left = 0
+
+    def fired(self) -> dict[str, int]:
+        """Faults fired by kind since the last :meth:`reset_counts`."""
+        with self._lock:
+            return dict(self._fired)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._fired = {}
+
+
+def edge_answer(fault: Fault) -> Response:
+    """The answer of a fault that comes before authentication (:data:`PRE_AUTH`)."""
+    if fault.kind == "disconnect":
+        return Response(0, b"", action="disconnect")
+    status = fault.status or 500
+    headers: list[tuple[str, str]] = []
+    if fault.retry_after is not None:
+        headers.append(("Retry-After", r.seconds_text(fault.retry_after)))
+    if fault.kind == "html":
+        headers.append(("Server", "cloudflare"))
+        return Response(status, r.html_page(status), r.HTML, headers)
+    default = r.RATE_LIMITED if status == 429 else r.UNKNOWN_ERROR
+    code = fault.code if fault.code is not None else default[0]
+    message = fault.message if fault.message is not None else default[1]
+    return Response(status, r.error_body(code, message), r.JSON, headers)
+
+
+def success(
+    result: str | Callable[[bytes, bytes], bytearray],
+    info: dict[str, Any] | None,
+    fault: Fault | None,
+    messages: list[dict[str, Any]] | None = None,
+) -> Response:
+    """A success envelope around ``result``, as ``fault`` may spoil it: JSON text, or a
+    builder of a JSON list that is given the bytes to put before and after it (so a large
+    page is copied once)."""
+    kind = fault.kind if fault is not None else None
+    if kind == "success_false":
+        code = fault.code if fault is not None and fault.code is not None else 10013
+        message = fault.message if fault is not None and fault.message else r.UNKNOWN_ERROR[1]
+        return Response(200, r.error_body(code, message))
+    if kind == "missing_result_info":
+        info = None
+    head, tail = r.success_envelope(info, messages)
+    if kind == "wrong_type" and (callable(result) or result.startswith("[")):
+        head, tail = head + b'{"items":', b"}" + tail
+    elif kind == "wrong_type":
+        head, tail = head + b"[", b"]" + tail
+    if callable(result):
+        return Response(200, result(head, tail))
+    return Response(200, head + result.encode() + tail)
+
+
+def alter(response: Response, fault: Fault) -> Response:
+    """Transport-level faults that cut or spoil whatever answer was built."""
+    if fault.kind == "truncated":
+        response.body = response.body[: max(1, len(response.body) // 2)]
+    elif fault.kind == "invalid_json":
+        response.body = b'{"success":true,"result":[{"id":"' + b"\x00<html>oops"
+    elif fault.kind == "drop":
+        response.action = "drop"
+    return response

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from graphql import (
 )
 
 from do_exporter.simulator.responses import Response
+from do_exporter.simulator.traffic import Traffic, traffic_from_dict  # noqa: F401 (re-export)
 
 if TYPE_CHECKING:
     from do_exporter.simulator.faults import Fault
@@ -70,74 +71,6 @@ def schema_sdl() -> str:
     return resources.files("do_exporter.simulator").joinpath(SCHEMA_FILE).read_text("utf-8")
 
 
-# ---------------------------------------------------------------------------------------
-# Traffic: what a scenario says about a namespace's usage
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """A namespace's usage model; ``None`` fields get a default derived from the namespace.
-
-    Per minute: ``requests_per_minute`` follows a daily sine of ``diurnal_amplitude`` with
-    +-10% of deterministic noise; the other figures are per request (rates, milliseconds,
-    bytes), or per connection for WebSocket messages. SQLite namespaces read and write rows;
-    the others read, write and delete storage units.
-    """
-
-    requests_per_minute: float | None = None
-    diurnal_amplitude: float = 0.3
-    error_rate: float = 0.01
-    cpu_ms_per_request: float = 2.0
-    wall_ms_per_request: float = 12.0
-    response_bytes_per_request: float = 1_500.0
-    subrequests_per_request: float = 0.2
-    rows_read_per_request: float = 8.0
-    rows_written_per_request: float = 1.0
-    websocket_connections: int | None = None
-    messages_per_connection_per_minute: float = 6.0
-    exceeded_cpu_rate: float = 0.001
-    exceeded_memory_rate: float = 0.0002
-    fatal_internal_rate: float = 0.0001
-    stored_bytes: int | None = None
-    storage_growth_bytes_per_minute: float | None = None
-
-
-_RATES = frozenset(
-    {"diurnal_amplitude", "error_rate", "exceeded_cpu_rate", "exceeded_memory_rate",
-     "fatal_internal_rate"}
-)  # fmt: skip
-
-
-_OPTIONAL = frozenset(
-    {"requests_per_minute", "websocket_connections", "stored_bytes",
-     "storage_growth_bytes_per_minute"}
-)  # fmt: skip
-
-
-def traffic_from_dict(data: Any) -> Traffic:
-    """Validate a scenario's ``analytics`` object; ``ValueError`` naming the key if bad."""
-    if data is None:
-        return Traffic()
-    if not isinstance(data, dict):
-        raise ValueError("must be a JSON object")
-    known = {f.name for f in fields(Traffic)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}")
-    for key, value in data.items():
-        if value is None and key in _OPTIONAL:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: must be a number")
-        if not math.isfinite(value) or value < 0 or value > 1e12:
-            raise ValueError(f"{key}: must be between 0 and 1e12")
-        if key in _RATES and value > 1:
-            raise ValueError(f"{key}: must be between 0 and 1")
-        if key in {"websocket_connections", "stored_bytes"} and not isinstance(value, int):
-            raise ValueError(f"{key}: must be an integer")
-    return Traffic(**data)
-
-
 @dataclass(frozen=True)
 class _Model:
     """A namespace's traffic with every default resolved."""
@@ -149,6 +82,7 @@ class _Model:
     websockets: int
     stored_bytes: int
     growth: float
+    objects: int = 1
 
 
 def _model(seed: int, account_id: str, spec: NamespaceSpec) -> _Model:
@@ -167,7 +101,7 @@ def _model(seed: int, account_id: str, spec: NamespaceSpec) -> _Model:
     growth = t.storage_growth_bytes_per_minute
     if growth is None:
         growth = max(0.0, spec.growth_per_minute) * 1024 if sqlite else 0.0
-    return _Model(key, sqlite, rpm, t, ws, stored, growth)
+    return _Model(key, sqlite, rpm, t, ws, stored, growth, max(1, spec.objects))
 
 
 def _noise(key: bytes, minute: int, salt: int) -> float:
@@ -259,6 +193,115 @@ def _partial(values: Mapping[str, int | float], fraction: float) -> dict[str, in
         else:
             out[k] = math.floor(v * fraction * 1024) / 1024
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Objects and statuses: a namespace's minute split exactly over its objects and statuses
+
+ZIPF = (60, 30, 20, 15, 12, 10, 8, 7, 6, 6)  # the share of the k-th busiest object (60/k)
+HOT_PERIOD = 60  # minutes: the busiest objects change rank every hour
+_Q = "q:"  # the prefix of quantile values while groups are folded (max of the facts')
+# Per-request wall time relative to the namespace's mean, at each percentile and at the max.
+WALL_SHAPE = {"wallTimeP50": 0.6, "wallTimeP90": 1.8, "wallTimeP99": 4.0,
+              "wallTimeP999": 8.0}  # fmt: skip
+WALL_MAX = 12.0
+_STATUS_ORDER = ("success", "scriptThrewException", "clientDisconnected")
+
+
+def object_ids(model: _Model, minute: int) -> list[str]:
+    """The namespace's objects in order of business this minute (64 hex each): a pool of
+    ``n + 2`` objects whose ranks rotate every :data:`HOT_PERIOD` minutes."""
+    n = _object_count(model)
+    pool = [
+        hashlib.blake2b(f"object/{i}".encode(), key=model.key, digest_size=32).hexdigest()
+        for i in range(n + 2)
+    ]
+    shift = (minute // HOT_PERIOD) % len(pool)
+    return [pool[(i + shift) % len(pool)] for i in range(n)]
+
+
+def _object_count(model: _Model) -> int:
+    if model.traffic.hot_objects is not None:
+        return model.traffic.hot_objects
+    return max(1, min(6, model.objects))
+
+
+def _weights(n: int) -> list[int]:
+    return [ZIPF[i] if i < len(ZIPF) else max(1, 60 // (i + 1)) for i in range(n)]
+
+
+def _split_int(value: int, weights: Sequence[int]) -> list[int]:
+    """``value`` in whole parts by ``weights``; the remainder goes to the first (exact)."""
+    total = sum(weights)
+    if total <= 0:
+        return [value] + [0] * (len(weights) - 1)
+    parts = [value * w // total for w in weights]
+    parts[0] += value - sum(parts)
+    return parts
+
+
+def _split_values(
+    values: Mapping[str, int | float], weights: Sequence[int]
+) -> list[dict[str, int | float]]:
+    out: list[dict[str, int | float]] = [{} for _ in weights]
+    for k, v in values.items():
+        if isinstance(v, int):
+            parts: list[int | float] = list(_split_int(v, weights))
+        else:  # GB-s in 1/1024 steps: split the steps
+            parts = [p / 1024 for p in _split_int(round(v * 1024), weights)]
+        for i, p in enumerate(parts):
+            out[i][k] = p
+    return out
+
+
+def _status_weights(model: _Model, minute: int, values: Mapping[str, int | float]) -> list[int]:
+    requests = int(values.get("requests", 0))
+    errors = min(requests, int(values.get("errors", 0)))
+    rate = model.traffic.client_disconnect_rate
+    gone = min(requests - errors, _floor(requests * rate, _noise(model.key, minute, 13)))
+    return [requests - errors - gone, errors, gone]
+
+
+def split_usage(
+    model: _Model, minute: int, values: Mapping[str, int | float], split: frozenset[str]
+) -> list[tuple[dict[str, str], Mapping[str, int | float]]]:
+    """One namespace's minute as rows of the asked grain: by object (Zipf-like shares of
+    every figure), by status (requests by how they ended), or both; the rows add up exactly
+    to ``values``."""
+    rows: list[tuple[dict[str, str], Mapping[str, int | float]]] = [({}, values)]
+    if "objectId" in split:
+        ids = object_ids(model, minute)
+        parts = _split_values(values, _weights(len(ids)))
+        rows = [({"objectId": i}, p) for i, p in zip(ids, parts, strict=True)]
+    if "status" in split:
+        out: list[tuple[dict[str, str], Mapping[str, int | float]]] = []
+        for extra, part in rows:
+            weights = _status_weights(model, minute, part)
+            for status, sub in zip(_STATUS_ORDER, _split_values(part, weights), strict=True):
+                if "errors" in sub:  # errors are the failed statuses' requests
+                    sub["errors"] = sub["requests"] if status != "success" else 0
+                if sub.get("requests", 1):
+                    out.append(({**extra, "status": status}, sub))
+        rows = out
+    return rows
+
+
+def wall_quantiles(model: _Model) -> dict[str, float]:
+    """The namespace's per-request wall-time percentiles and maximum (µs), as maxes to fold:
+    one distribution whatever the minute, so a namespace's group is exact."""
+    mean = round(model.traffic.wall_ms_per_request * 1000)
+    out = {f"{_Q}{k}": float(round(mean * f)) for k, f in WALL_SHAPE.items()}
+    out["wallTime"] = float(round(mean * WALL_MAX))
+    return out
+
+
+def _mentions(raw: Any, name: str) -> bool:
+    """Whether a filter names the dimension ``name`` anywhere."""
+    if isinstance(raw, Mapping):
+        return any(_split(k)[0] == name or _mentions(v, name) for k, v in raw.items())
+    if isinstance(raw, list):
+        return any(_mentions(v, name) for v in raw)
+    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -457,11 +500,11 @@ _DATASETS = {
     for d in (
         _Dataset(
             "durableObjectsInvocationsAdaptiveGroups", 60, True,
-            frozenset({"namespaceId", *_TIME_DIMS}),
+            frozenset({"namespaceId", "objectId", "status", *_TIME_DIMS}),
         ),
         _Dataset(
             "durableObjectsPeriodicGroups", 60, True,
-            frozenset({"namespaceId", *_TIME_DIMS} - {"datetime"}),
+            frozenset({"namespaceId", "objectId", *_TIME_DIMS} - {"datetime"}),
         ),
         _Dataset(
             "durableObjectsSqlStorageGroups", 60, True,
@@ -502,6 +545,10 @@ class GraphQLEndpoint:
         self._seed = seed
         self.budget = budget
         self.budget_window = budget_window
+        # The node limits served by settings and enforced (settable, for tests).
+        self.max_duration = MAX_DURATION
+        self.not_older_than = NOT_OLDER_THAN
+        self.max_page_size = MAX_PAGE_SIZE
         self._budgets: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, NamespaceSpec], _Model] = {}
@@ -636,8 +683,16 @@ class GraphQLEndpoint:
         for name in _DATASETS:
             account.fields[name].resolve = self._dataset_resolver(name)
         account.fields["settings"].resolve = lambda _s, _i: dict.fromkeys(
-            (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), _SETTINGS
+            (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), self._settings()
         )
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **_SETTINGS,
+            "maxDuration": self.max_duration,
+            "maxPageSize": self.max_page_size,
+            "notOlderThan": self.not_older_than,
+        }
 
     def _accounts(
         self, _source: Any, info: GraphQLResolveInfo[Any], filter: Mapping[str, Any] | None = None
@@ -681,9 +736,10 @@ class GraphQLEndpoint:
         context: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         now: float = context["now"]
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_PAGE_SIZE:
+        page = self.max_page_size
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= page:
             raise _QueryError(
-                f"limit must be positive number and not greater than {MAX_PAGE_SIZE}", "bad_request"
+                f"limit must be positive number and not greater than {page}", "bad_request"
             )
         fields_asked = sum(_leaf_count(node.selection_set, info) for node in info.field_nodes)
         if fields_asked > MAX_FIELDS:
@@ -692,15 +748,20 @@ class GraphQLEndpoint:
         if flt.lower is None:
             raise _QueryError("a time range filter (e.g. datetime_geq) is required", "bad_request")
         upper = flt.upper if flt.upper is not None else math.floor(now)
-        if upper - flt.lower > MAX_DURATION:
-            raise _QueryError(f"query time range is too large (max {MAX_DURATION}s)", "bad_request")
-        if flt.lower < now - NOT_OLDER_THAN:
-            raise _QueryError(f"cannot request data older than {NOT_OLDER_THAN}s", "bad_request")
+        if upper - flt.lower > self.max_duration:
+            message = f"query time range is too large (max {self.max_duration}s)"
+            raise _QueryError(message, "bad_request")
+        if flt.lower < now - self.not_older_than:
+            message = f"cannot request data older than {self.not_older_than}s"
+            raise _QueryError(message, "bad_request")
         dims = _dimensions(info)
         unknown = [d for d in dims if d not in dataset.dims]
         if unknown:
             raise _QueryError(f"the simulator cannot group by {unknown[0]}", "unsupported")
         specs = self._namespaces(account_id) or ()
+        split = frozenset(
+            d for d in ("objectId", "status") if d in dims or _mentions(raw_filter, d)
+        )
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         first = (flt.lower // dataset.grain) * dataset.grain
         last = min(upper, math.floor(now))
@@ -708,7 +769,7 @@ class GraphQLEndpoint:
             if t + dataset.grain > now:
                 break  # not even started closing
             fraction = min(1.0, max(0.0, (now - t - dataset.grain) / self.lag)) if self.lag else 1.0
-            facts = self._facts(dataset, account_id, specs, t, fraction)
+            facts = self._facts(dataset, account_id, specs, t, fraction, split)
             for row, sums, maxes, interval in facts:
                 if not flt.matches(row):
                     continue
@@ -736,8 +797,9 @@ class GraphQLEndpoint:
         specs: Sequence[NamespaceSpec],
         t: int,
         fraction: float,
-    ) -> list[tuple[dict[str, Any], dict[str, int | float], dict[str, int], int]]:
-        out: list[tuple[dict[str, Any], dict[str, int | float], dict[str, int], int]] = []
+        split: frozenset[str] = frozenset(),
+    ) -> list[tuple[dict[str, Any], dict[str, int | float], dict[str, float], int]]:
+        out: list[tuple[dict[str, Any], dict[str, int | float], dict[str, float], int]] = []
         if not dataset.per_namespace:  # account storage, one fact an hour
             total = 0
             for spec in specs:
@@ -748,18 +810,22 @@ class GraphQLEndpoint:
             return out
         minute = t // 60
         for spec in specs:
-            fig = minute_usage(self._model_of(account_id, spec), minute)
+            model = self._model_of(account_id, spec)
+            fig = minute_usage(model, minute)
             row = {**_time_row(t), "namespaceId": spec.id}
             if dataset.name == "durableObjectsInvocationsAdaptiveGroups":
                 if fig.invocations["requests"] == 0 or fraction <= 0:
                     continue
-                sums = _partial(fig.invocations, fraction)
-                out.append((row, sums, {}, fig.sample_interval))
+                maxes = wall_quantiles(model)
+                for extra, values in split_usage(model, minute, fig.invocations, split):
+                    sums = _partial(values, fraction)
+                    out.append(({**row, **extra}, sums, maxes, fig.sample_interval))
             elif dataset.name == "durableObjectsPeriodicGroups":
                 if fraction <= 0:
                     continue
-                sums = _partial(fig.periodic, fraction)
-                out.append((row, sums, {"activeWebsocketConnections": fig.websockets}, 1))
+                ws = {"activeWebsocketConnections": fig.websockets}
+                for extra, values in split_usage(model, minute, fig.periodic, split):
+                    out.append(({**row, **extra}, _partial(values, fraction), ws, 1))
             elif fig.stored_bytes is not None and fraction > 0:
                 out.append((row, {}, {"storedBytes": fig.stored_bytes}, 1))
         return out
@@ -791,10 +857,13 @@ def _render(group: Mapping[str, Any], dims: Sequence[str]) -> dict[str, Any]:
             value = _time_text(value)[:10] if d == "date" else _time_text(value)
         dimensions[d] = value
     intervals = group["intervals"]
+    maxes = {k: v for k, v in group["max"].items() if not k.startswith(_Q)}
+    quantiles = {k[len(_Q):]: v for k, v in group["max"].items() if k.startswith(_Q)}
     return {
         "dimensions": dimensions,
         "sum": group["sum"],
-        "max": group["max"],
+        "max": maxes,
+        "quantiles": quantiles,
         "avg": {"sampleInterval": sum(intervals) / len(intervals) if intervals else 1.0},
         "_row": row,
     }
@@ -804,7 +873,7 @@ def _sort_key(field_name: str, dims: Sequence[str]) -> Callable[[Mapping[str, An
     part, _, metric = field_name.partition("_")
     if part in ("sum", "max", "avg") and metric:
         return lambda r: r[part].get(metric, 0)
-    if field_name in _TIME_DIMS or field_name == "namespaceId":
+    if field_name in _TIME_DIMS or field_name in ("namespaceId", "objectId", "status"):
         return lambda r: r["_row"].get(field_name, "")
     raise _QueryError(f"the simulator cannot order by {field_name}", "unsupported")
 

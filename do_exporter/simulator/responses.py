@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -100,3 +101,15 @@ def html_page(status: int) -> bytes:
         "</body>\r\n"
         "</html>\r\n"
     ).encode()
+
+
+def no_route_for(path: str) -> Response:
+    """400/7003: an account id in the path that is no Cloudflare id."""
+    return error(
+        400, (7003, f"Could not route to {path}, perhaps your object identifier is invalid?")
+    )
+
+
+def seconds_text(value: float) -> str:
+    """Seconds as a header value: whole seconds, rounded up."""
+    return str(int(value)) if float(value).is_integer() else str(math.ceil(value))

@@ -1,26 +1,37 @@
-"""The HTTP layer: a ThreadingHTTPServer that hands each request to ``Simulator.handle``."""
+"""The HTTP layer: a ThreadingHTTPServer that hands each request to a handler and moves
+the :class:`Response` it returns onto the wire (delayed, cut or dropped as it says).
+
+It knows nothing of the simulator: it is given ``answer`` and the ``stopping`` event.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from do_exporter.simulator.core import Simulator
+from do_exporter.simulator.responses import Response
+
+# (method, target, headers, body) -> the answer
+Answer = Callable[[str, str, Mapping[str, str], bytes], Response]
 
 
 class SimulatorServer(ThreadingHTTPServer):
-    """Serves one :class:`Simulator`; tracks open connections so ``stop`` can close them."""
+    """Serves ``answer``; tracks open connections so a stop can close them.
+
+    While ``stopping`` is set, requests are not answered and delays end at once.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
-        self.simulator = simulator
+    def __init__(self, address: tuple[str, int], answer: Answer, stopping: threading.Event) -> None:
+        self.answer = answer
+        self.stopping = stopping
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -65,15 +76,15 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: the simulator reports through its stats, not stderr."""
 
     def _serve(self) -> None:
-        simulator = self.server.simulator
-        if simulator.stopping.is_set():
+        server = self.server
+        if server.stopping.is_set():
             self.close_connection = True
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         headers = {key: value for key, value in self.headers.items()}
-        response = simulator.handle(self.command, self.path, headers, body)
-        if response.delay > 0 and simulator.stopping.wait(response.delay):
+        response = server.answer(self.command, self.path, headers, body)
+        if response.delay > 0 and server.stopping.wait(response.delay):
             self.close_connection = True
             return
         if response.action == "disconnect":
