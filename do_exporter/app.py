@@ -13,8 +13,9 @@ The client and limiter factories and the clock are arguments, so tests hand in f
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
@@ -30,6 +31,8 @@ from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
 from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
 from .jobs import DaemonExecutor
+from .metrics.contract import estimate_series
+from .metrics.groups import INVENTORY
 from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
@@ -121,15 +124,21 @@ class Exporter:
         self.poller = Poller(
             sources=self.sources,
             analytics=(
-                AnalyticsPlan(delay=config.analytics_delay, interval=config.interval)
-                if config.analytics
+                AnalyticsPlan(
+                    delay=config.analytics_delay,
+                    interval=config.interval,
+                    top_objects=config.top_objects,
+                    groups=config.collectors,
+                )
+                if config.analytics and config.collectors - {INVENTORY}
                 else None
             ),
             max_workers=config.max_concurrency,
             burst_rate=PER_SECOND_LIMIT,
             cancel=self.cancel,
         )
-        self.store = SnapshotStore()
+        self.store = SnapshotStore(enabled=config.collectors)
+        self._estimated = False
         self.started = threading.Event()  # set once the HTTP server listens
         self.port: int | None = None
         self._server: MetricsServer | None = None
@@ -169,7 +178,23 @@ class Exporter:
         """
         snapshot = self.poller.poll(self.store.snapshot, deadline)
         self.store.publish(snapshot)
+        if not self._estimated and snapshot.ready:
+            self._estimated = True
+            self._log_series_estimate(snapshot)
         return snapshot
+
+    def _log_series_estimate(self, snapshot: Snapshot) -> None:
+        """One line after the first poll that listed namespaces: the series each group
+        costs (docs/metrics.md), so a user sees what --no-collector.<group> would save."""
+        estimate = estimate_series(
+            accounts=len(snapshot.accounts),
+            namespaces=sum(len(a.namespaces) for a in snapshot.accounts),
+            top_objects=self.config.top_objects,
+            analytics=self.config.analytics,
+            credentials=len(self.targets),
+            enabled=self.store.enabled,
+        )
+        log.info("series estimate", series=sum(estimate.values()), **estimate)
 
     def _poll_job(self) -> None:
         started = self.clock.monotonic()
@@ -243,7 +268,7 @@ class Exporter:
         """What ``/metrics`` serves, as one byte string (``--once`` prints it)."""
         return b"".join(self.exposition_parts(compressed))
 
-    def exposition_parts(self, compressed: bool = False) -> tuple[bytes, bytes]:
+    def exposition_parts(self, compressed: bool = False) -> Iterator[bytes]:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
@@ -251,11 +276,14 @@ class Exporter:
         once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
         server sends the parts back to back, so the large one is never copied.
         """
-        served = self.store.exposition_gzip if compressed else self.store.exposition
+        rendered = self.store.rendered
         # Read after the exposition: the same snapshot or a newer one, so the own metrics
         # rendered for it are at least as new as the part served.
         snapshot = self.store.snapshot
-        return served, self.metrics.exposition(compressed, epoch=snapshot)
+        own = self.metrics.exposition(compressed, epoch=snapshot)
+        if compressed:
+            return iter((*rendered.gzip_parts, own))
+        return itertools.chain(rendered.plain(), (own,))
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

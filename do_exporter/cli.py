@@ -203,7 +203,8 @@ def _once(exporter: Exporter) -> int:
     except KeyboardInterrupt:
         exporter.cancel.set()  # the poll's workers stop at their next request
         raise
-    sys.stdout.buffer.write(exporter.exposition())
+    for part in exporter.exposition_parts():  # streamed: the text is never held whole
+        sys.stdout.buffer.write(part)
     sys.stdout.flush()
     if snapshot.complete:
         return 0

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import structlog
 
@@ -30,7 +29,6 @@ from .analytics import (
     LimitsBook,
     Retry,
     Window,
-    decode_answer,
     fetch_usage,
 )
 from .clock import SYSTEM, Clock
@@ -65,7 +63,7 @@ from .pollreport import analytics_outcome, report
 from .pool import Pool, Run
 from .publish import AnalyticsAnswer, Gathered, publish
 from .ratelimit import Lane, RateLimiter
-from .source import ApiClient, Source, as_clock
+from .source import ApiClient, Source, as_clock, graphql_sender
 
 log = structlog.get_logger("do_exporter.poller")
 
@@ -74,7 +72,7 @@ MIN_WORKERS = 4
 CONTROL_WORKERS = 4  # threads for discovery and namespace lists, apart from the walks
 BULK_WORKERS = 4  # threads for walks that queue in the BULK lane from their first page
 
-__all__ = ["ApiClient", "Poller", "Source", "estimated_pages"]
+__all__ = ["ApiClient", "Poller", "Source", "estimated_pages", "graphql_sender"]
 
 
 @dataclass
@@ -349,14 +347,7 @@ class Poller:
         client, plan = self._sources[cred].client, self._analytics
         assert plan is not None
 
-        def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
-            try:
-                answer = client.graphql(account_id, body)
-                return decode_answer(answer.document, status=answer.status)
-            except CloudflareAPIError as exc:
-                return AnalyticsError(
-                    exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status
-                )
+        send = graphql_sender(client, account_id)
 
         def query() -> AnalyticsAnswer:
             # The plan's limits (settings) at start-up and hourly; the defaults meanwhile.

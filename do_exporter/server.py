@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -63,7 +63,7 @@ TARPIT = 1.0  # seconds before a client over the authentication limits gets its 
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
-Body = bytes | Sequence[bytes]
+Body = bytes | Iterable[bytes]
 
 
 @dataclass(frozen=True, slots=True)

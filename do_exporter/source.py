@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from .analytics import AnalyticsError, decode_answer
 from .clock import Clock
+from .cloudflare import CloudflareAPIError
 from .model import Account, Namespace, ObjectCount
 from .planner import Credential
 from .ratelimit import Lane, RateLimiter
@@ -70,3 +72,20 @@ def as_clock(clock: Clock | Callable[[], float]) -> Clock:
     if hasattr(clock, "time"):
         return cast(Clock, clock)
     return _UnixClock(clock)
+
+
+def graphql_sender(
+    client: ApiClient, account_id: str
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any] | AnalyticsError]:
+    """The analytics' ``send``: one GraphQL POST of the account through the client, its
+    decoded document (or why there is none); a request that got no answer is an
+    :class:`AnalyticsError` too, so the analytics decide about retrying."""
+
+    def send(body: Mapping[str, Any]) -> Mapping[str, Any] | AnalyticsError:
+        try:
+            answer = client.graphql(account_id, body)
+        except CloudflareAPIError as exc:
+            return AnalyticsError(exc.kind, exc.args[0], codes=exc.error_codes, status=exc.status)
+        return decode_answer(answer.document, status=answer.status)
+
+    return send

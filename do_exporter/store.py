@@ -1,45 +1,62 @@
 """The latest snapshot and its rendered exposition, swapped in together.
 
-The poller publishes; scrapes read. Publishing renders the snapshot's exposition once, in the
-poller's thread, so a scrape only copies bytes however many namespaces there are. Readers
-take one attribute (a tuple) and never see a half-updated pair.
+The poller publishes; scrapes read. Publishing renders the snapshot once, in the poller's
+thread, writing again only what changed since the last snapshot
+(:class:`~do_exporter.metrics.snapshot.SnapshotRenderer`); a scrape only sends the bytes
+held. Readers take one attribute (a tuple) and never see a half-updated pair.
 """
 
 from __future__ import annotations
 
-import gzip
+import threading
+from collections.abc import Iterator
 
-from .collector import render
+from .metrics.contract import ALL_GROUPS
+from .metrics.render import Exposition
+from .metrics.snapshot import SnapshotRenderer
 from .model import Snapshot
 
 
 class SnapshotStore:
-    """Holds the snapshot with its exposition, plain and gzip-compressed.
-
-    The gzip form is one complete gzip member: a scrape that asks for gzip gets it followed
-    by a second member for the exporter's own metrics, which every gzip reader (Prometheus'
-    included) decodes as one stream (RFC 1952, section 2.2).
+    """Holds the snapshot with its exposition, in one form: gzip members per family and
+    account (:class:`~do_exporter.metrics.render.Exposition`). A scrape that asks for gzip
+    gets them as they are, followed by a member of the exporter's own metrics, which every
+    gzip reader (Prometheus' included) decodes as one stream (RFC 1952, section 2.2); the
+    rare scrape without gzip gets the text inflated while it is sent.
     """
 
-    def __init__(self, snapshot: Snapshot | None = None) -> None:
+    def __init__(
+        self, snapshot: Snapshot | None = None, *, enabled: frozenset[str] = ALL_GROUPS
+    ) -> None:
+        self.enabled = frozenset(enabled)
+        self._renderer = SnapshotRenderer(self.enabled)
+        self._lock = threading.Lock()  # one render at a time (the renderer keeps state)
         self._current = self._prepare(snapshot or Snapshot())
 
-    @staticmethod
-    def _prepare(snapshot: Snapshot) -> tuple[Snapshot, bytes, bytes]:
-        text = render(snapshot)
-        return snapshot, text, gzip.compress(text, compresslevel=6, mtime=0)
+    def _prepare(self, snapshot: Snapshot) -> tuple[Snapshot, Exposition]:
+        with self._lock:
+            return snapshot, self._renderer.render(snapshot)
 
     @property
     def snapshot(self) -> Snapshot:
         return self._current[0]
 
     @property
-    def exposition(self) -> bytes:
+    def rendered(self) -> Exposition:
         return self._current[1]
 
     @property
-    def exposition_gzip(self) -> bytes:
-        return self._current[2]
+    def exposition(self) -> bytes:
+        """The plain text, whole (tests; a scrape streams :meth:`plain_parts`)."""
+        return self._current[1].text()
+
+    @property
+    def exposition_gzip(self) -> tuple[bytes, ...]:
+        """The gzip parts, sent back to back."""
+        return self._current[1].gzip_parts
+
+    def plain_parts(self) -> Iterator[bytes]:
+        return self._current[1].plain()
 
     def publish(self, snapshot: Snapshot) -> None:
         self._current = self._prepare(snapshot)

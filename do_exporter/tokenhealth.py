@@ -1,35 +1,15 @@
-"""Token health: what the verify endpoints say about each credential's token, as state,
-log lines and metrics.
+"""Token health: what the verify endpoints say about each credential's token, as state and
+log lines (the metric families are :mod:`do_exporter.metrics.tokens`).
 
 The decisions are pure (:func:`next_health`, :func:`problem`); :func:`verify_credential` is
-the one function that calls the API; :class:`TokenHealthMetrics` turns the latest states
-into metric families on every scrape (a handful of series).
-
-Example of what :class:`TokenHealthMetrics` produces (one credential)::
-
-    # HELP cloudflare_durable_objects_exporter_token_expiry_timestamp_seconds When the credential's API token expires (Unix time; absent when it never expires).
-    # TYPE cloudflare_durable_objects_exporter_token_expiry_timestamp_seconds gauge
-    cloudflare_durable_objects_exporter_token_expiry_timestamp_seconds{credential="default"} 1.924992e+09
-    # HELP cloudflare_durable_objects_exporter_token_status The credential's API token status as last verified: 1 for the current status, 0 for the others.
-    # TYPE cloudflare_durable_objects_exporter_token_status gauge
-    cloudflare_durable_objects_exporter_token_status{credential="default",status="active"} 1.0
-    cloudflare_durable_objects_exporter_token_status{credential="default",status="disabled"} 0.0
-    cloudflare_durable_objects_exporter_token_status{credential="default",status="expired"} 0.0
-    cloudflare_durable_objects_exporter_token_status{credential="default",status="invalid"} 0.0
-    cloudflare_durable_objects_exporter_token_status{credential="default",status="unknown"} 0.0
+the one function that calls the API.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from .cloudflare import (
     INVALID_TOKEN,
@@ -38,34 +18,17 @@ from .cloudflare import (
     CloudflareClient,
     TokenStatus,
 )
-from .collector import SELF
+from .metrics.contract import TOKEN_EXPIRY, TOKEN_STATUS
+from .metrics.tokens import UNKNOWN as UNKNOWN
+from .metrics.tokens import TokenHealth as TokenHealth
+from .metrics.tokens import TokenHealthMetrics as TokenHealthMetrics  # its old home
 
-# "unknown": never verified successfully (the API did not answer). A later failure to verify
-# keeps the last verdict: one failed request must not flip an alert.
-UNKNOWN = "unknown"
 STATUSES = (*TOKEN_STATUSES, INVALID_TOKEN, UNKNOWN)
 EXPIRY_WARNING = 14 * 86_400.0  # the DurableObjectsExporterTokenExpiringSoon threshold
 VERIFY_EVERY_HOURS = 1
 
-EXPIRY_METRIC = f"{SELF}_token_expiry_timestamp_seconds"
-STATUS_METRIC = f"{SELF}_token_status"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenHealth:
-    """A credential's token as last verified: ``status`` is one of :data:`STATUSES`.
-
-    ``owner`` (``user``/``account``) and ``expires_at`` (Unix time, None: never) come from
-    the last successful verification, made at ``checked_at`` (None: never).
-    """
-
-    credential: str
-    status: str = UNKNOWN
-    owner: str | None = None
-    expires_at: float | None = None
-    not_before: float | None = None
-    checked_at: float | None = None
-    error: str | None = None  # why the last verification failed (no verdict), if it did
+EXPIRY_METRIC = TOKEN_EXPIRY.name
+STATUS_METRIC = TOKEN_STATUS.name
 
 
 def next_health(
@@ -150,54 +113,3 @@ def verify_credential(
     except CloudflareAPIError as exc:
         outcome = exc
     return next_health(previous, credential, outcome, clock())
-
-
-class TokenHealthMetrics(Collector):
-    """The latest :class:`TokenHealth` of each credential, as two gauge families.
-
-    A family with no credential verified yet is left out of the scrape altogether.
-    """
-
-    def __init__(self) -> None:
-        self._states: dict[str, TokenHealth] = {}
-        self._lock = threading.Lock()
-
-    def update(self, health: TokenHealth) -> None:
-        with self._lock:
-            self._states[health.credential] = health
-
-    def get(self, credential: str) -> TokenHealth | None:
-        with self._lock:
-            return self._states.get(credential)
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            states = sorted(self._states.values(), key=lambda h: h.credential)
-        expiry, status = _families()
-        for health in states:
-            if health.expires_at is not None:
-                expiry.add_metric([health.credential], health.expires_at)
-            for name in STATUSES:
-                status.add_metric([health.credential, name], 1.0 if name == health.status else 0.0)
-        for family in (expiry, status):
-            if family.samples:
-                yield family
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(_families())
-
-
-def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-    return (
-        GaugeMetricFamily(
-            EXPIRY_METRIC,
-            "When the credential's API token expires (Unix time; absent when it never expires).",
-            labels=["credential"],
-        ),
-        GaugeMetricFamily(
-            STATUS_METRIC,
-            "The credential's API token status as last verified: 1 for the current status, "
-            "0 for the others.",
-            labels=["credential", "status"],
-        ),
-    )

@@ -7,24 +7,46 @@ fixture is costly (the Prometheus stack) kept on one worker so it starts once.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-import requests
-import structlog
+# Compiled files are written even where the environment says PYTHONDONTWRITEBYTECODE=1 (as
+# container images often do): else every xdist worker compiles the package and re-writes
+# the asserts of every test module, and every `python -m do_exporter` a test starts compiles
+# the package again, on every run (about 25 s of CPU a run here). They go to __pycache__/,
+# which git ignores. First thing, so that the imports below are written too.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the processes the tests start
 
-from do_exporter.cloudflare import CloudflareClient, RetryPolicy
-from do_exporter.config import Secret
-from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
-from do_exporter.simulator import Scenario, Simulator
+import pytest  # noqa: E402
+import requests  # noqa: E402
+import structlog  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from do_exporter.cloudflare import CloudflareClient, RetryPolicy  # noqa: E402
+from do_exporter.config import Secret  # noqa: E402
+from do_exporter.ratelimit import RateLimiter  # noqa: E402
+from do_exporter.selfmetrics import ExporterMetrics  # noqa: E402
+from do_exporter.simulator import Scenario, Simulator  # noqa: E402
 
 ACCOUNT_A = "a" * 32
 ACCOUNT_B = "b" * 32
 # 40 characters, like a Cloudflare API token (shorter ones are refused at start-up).
 TOKEN = "test-token-4f9a1c2e7b-0d3e5f6a7b8c9d0e1f"
+
+# Hypothesis on a loaded machine: no per-example deadline (the default 200 ms fails a right
+# property when six workers share two cores) and no "too slow" health check, for the same
+# reason. The example counts stay hypothesis' default (100) unless a test sets its own.
+# HYPOTHESIS_PROFILE=thorough: 1,000 examples for the properties that set no count of their
+# own (a nightly run, or a hunt for a bug).
+settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("thorough", settings.get_profile("suite"), max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # Fast retries for tests: the policy's shape is the same, only the delays shrink.
 FAST_RETRY = RetryPolicy(attempts=4, base=0.01, max_backoff=0.05, max_retry_after=5)
@@ -64,6 +86,7 @@ SLOW_FIRST = (
     "tests/test_e2e_prometheus.py",
     "tests/test_benchmarks_smoke.py",
     "tests/test_secrets.py",
+    "tests/test_deploy.py",
     "tests/test_chaos.py",
 )
 # Modules whose tests share a module-scoped fixture worth starting once per run (the

@@ -31,6 +31,7 @@ from do_exporter.analytics import (
 from do_exporter.cloudflare import CloudflareClient
 from do_exporter.metrics.groups import GROUPS, HOT_OBJECTS, LATENCY
 from do_exporter.model import Namespace
+from do_exporter.poller import graphql_sender
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ns, scenario
 
@@ -380,7 +381,7 @@ def test_with_requests_mock_through_the_client(
     client = make_client(base)
     clock = FakeTime()
     retry = Retry(now=lambda: clock.now, wait=clock.wait, deadline=clock.now + 30)
-    usage = a.fetch_usage(lambda b: client.graphql(ACCOUNT_A, b), ACCOUNT_A, W, retry=retry)
+    usage = a.fetch_usage(graphql_sender(client, ACCOUNT_A), ACCOUNT_A, W, retry=retry)
     assert isinstance(usage, AccountUsage) and usage.hot_cpu is not None
     assert requests_mock.call_count == 3 and clock.waits == [1.0]
     sent = requests_mock.request_history[-1].json()

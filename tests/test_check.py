@@ -1,7 +1,9 @@
 """``do-exporter --check`` as a user runs it, against the simulator over real HTTP.
 
 Every permission combination, disabled and expired tokens, account-owned tokens, several
-credentials, bad configuration; and in every run the token appears in no output.
+credentials, bad configuration; and in every run the token appears in no output. The
+command runs in this process (``cli.main``, see tests/support.run_cli) where the test is
+about its table and exit status; one run per exit status (0, 1, 2) is a real process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from do_exporter.check import (
 from do_exporter.cloudflare import TokenStatus
 from do_exporter.simulator import Scenario, Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, ns
+from tests.support import SAFETY_TIMEOUT, CliRun, run_cli
 from tests.test_cli import clean_env
 
 MakeSim = Callable[..., Simulator]
@@ -83,18 +86,24 @@ def sim() -> Iterator[Simulator]:
 
 
 def check(
-    sim: Simulator, token: str | None, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``--check``; assert that no token of the scenario shows in any output."""
+    sim: Simulator, token: str | None, *args: str, process: bool = False, **env: str
+) -> subprocess.CompletedProcess[str] | CliRun:
+    """Run ``--check`` (in this process unless ``process``); assert that no token of the
+    scenario shows in any output."""
     if token is not None:
         env["CLOUDFLARE_API_TOKEN"] = token
-    run = subprocess.run(
-        [sys.executable, "-m", "do_exporter", "--check", "--api-url", sim.api_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(**env),
-    )
+    argv = ["--check", "--api-url", sim.api_url, *args]
+    run: subprocess.CompletedProcess[str] | CliRun
+    if process:
+        run = subprocess.run(
+            [sys.executable, "-m", "do_exporter", *argv],
+            capture_output=True,
+            text=True,
+            timeout=SAFETY_TIMEOUT,
+            env=clean_env(**env),
+        )
+    else:
+        run = run_cli(argv, clean_env(**env))
     for secret in ALL_TOKENS:
         assert secret not in run.stdout and secret not in run.stderr
         assert secret[:20] not in run.stdout + run.stderr
@@ -189,7 +198,7 @@ def test_account_owned_token(sim: Simulator) -> None:
 def test_unknown_token_and_debug_logs(sim: Simulator) -> None:
     """A token Cloudflare does not know, with debug logs: exit 1, and still never shown."""
     stranger = _token("stranger")
-    run = check(sim, stranger, "--log-level", "debug")
+    run = check(sim, stranger, "--log-level", "debug", process=True)
     assert run.returncode == 1
     assert "INVALID" in run.stdout
     assert stranger not in run.stdout + run.stderr
@@ -232,7 +241,7 @@ def test_one_block_per_credential(sim: Simulator, tmp_path: Path) -> None:
 )
 def test_bad_configuration_exits_2(sim: Simulator, args: tuple[str, ...]) -> None:
     """Bad configuration: exit 2 and one line on stderr, nothing checked."""
-    run = check(sim, BOTH, *args)
+    run = check(sim, BOTH, *args, process=args == ("--once",))
     assert run.returncode == 2
     assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1
 
@@ -243,7 +252,7 @@ def test_demo_check_works() -> None:
         [sys.executable, "-m", "do_exporter", "--check", "--demo"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=SAFETY_TIMEOUT,
         env=clean_env(),
     )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,4 +1,6 @@
-"""The command as a user runs it (subprocesses): --once, --demo, exit codes, signals, secrets."""
+"""The command as a user runs it: --once, --demo, exit codes, signals, secrets. Exit paths
+and signals in real processes; what it prints for --help, bad flags and --once --demo in
+this process (tests/support.run_cli)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from do_exporter.simulator import Simulator, demo_scenario
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
 from tests.ports import free_port
-from tests.support import SAFETY_TIMEOUT, wait_until
+from tests.support import SAFETY_TIMEOUT, CliRun, run_cli, wait_until
 
 MakeSim = Callable[..., Simulator]
 
@@ -27,19 +29,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command in a real process: for the tests of an exit path of the process."""
     return subprocess.run(
         [sys.executable, "-m", "do_exporter", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=SAFETY_TIMEOUT,
         env=clean_env(**env),
     )
 
 
+def run_here(*args: str, **env: str) -> CliRun:
+    """The command in this process (``cli.main``): for tests of what it prints and returns."""
+    return run_cli(args, clean_env(**env))
+
+
 def test_once_demo_prints_the_demo_scenario() -> None:
     """`--once --demo` polls the built-in simulator, prints its counts, exits 0."""
-    result = run("--once", "--demo")
+    result = run_here("--once", "--demo")
     assert result.returncode == 0, result.stderr
     families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
     demo = demo_scenario()
@@ -114,8 +122,9 @@ def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike
 def test_bad_configuration_exits_2_with_one_line(
     args: tuple[str, ...], env: dict[str, str], needle: str
 ) -> None:
-    """Bad configuration: exit 2, exactly one line on stderr, nothing on stdout."""
-    result = run(*args, **env)
+    """Bad configuration: exit 2, exactly one line on stderr, nothing on stdout (the first
+    case in a real process, the others in this one)."""
+    result = (run if not args and not env else run_here)(*args, **env)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -129,7 +138,7 @@ def test_port_in_use_is_one_clear_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run("--demo", "--listen-address", f"127.0.0.1:{port}", timeout=30)
+        result = run_here("--demo", "--listen-address", f"127.0.0.1:{port}")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("do-exporter: error: --web.listen-address")
@@ -137,7 +146,7 @@ def test_port_in_use_is_one_clear_line() -> None:
 
 
 def test_help_names_every_flag_and_env_var() -> None:
-    result = run("--help")
+    result = run_here("--help")
     assert result.returncode == 0
     for text in (
         "--api-token",
@@ -170,7 +179,7 @@ def test_help_names_every_flag_and_env_var() -> None:
 
 def test_help_fits_80_columns_and_points_at_the_docs() -> None:
     """--help is short: every line within 80 columns, the long explanations in the docs."""
-    result = run("--help", COLUMNS="200")
+    result = run_here("--help", COLUMNS="200")
     lines = result.stdout.splitlines()
     assert result.returncode == 0
     assert max(len(line) for line in lines) <= 80

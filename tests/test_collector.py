@@ -1,14 +1,13 @@
-"""Snapshot to metrics: the pure families() function, the golden exposition, own metrics."""
+"""Snapshot to metrics: the inventory families, the golden exposition, own metrics."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import MappingProxyType
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from do_exporter.collector import _Families, families, render
+from do_exporter.collector import render
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
 from do_exporter.selfmetrics import ExporterMetrics
 
@@ -41,10 +40,22 @@ def snapshot() -> Snapshot:
     return Snapshot(accounts=(listed, never_listed), generation=4)
 
 
-def registry_with(snap: Snapshot) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Families(families(snap)))
-    return registry
+class Samples:
+    """Sample values of a text exposition, looked up like a registry's."""
+
+    def __init__(self, text: str) -> None:
+        self._values = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self._values.get((name, frozenset((labels or {}).items())))
+
+
+def registry_with(snap: Snapshot) -> Samples:
+    return Samples(render(snap).decode())
 
 
 def test_golden_exposition() -> None:
@@ -153,16 +164,13 @@ def test_no_label_called_namespace_and_no_created_series() -> None:
 
 
 def _render_self(metrics: ExporterMetrics) -> str:
-    from prometheus_client.exposition import generate_latest
-
-    return generate_latest(metrics).decode()
+    return metrics.exposition().decode()
 
 
 def test_self_metrics_start_at_zero_and_count() -> None:
     """Error series exist at 0 before any failure; requests and histograms count."""
     metrics = ExporterMetrics()
-    reg = CollectorRegistry()
-    reg.register(metrics)
+    reg = _Live(metrics)
     errors = "cloudflare_durable_objects_exporter_api_errors_total"
     assert reg.get_sample_value(errors, {"endpoint": "objects", "error_code": "transport"}) == 0
     metrics.request_finished("objects", "200", 0.2)
@@ -212,8 +220,7 @@ def test_per_budget_self_metrics_carry_the_credential() -> None:
     now = [100.0]
     for name in ("agency-a", "agency-b"):
         metrics.add_budget(name, RateLimiter(1000, reserve=240, clock=lambda: now[0]))
-    reg = CollectorRegistry()
-    reg.register(metrics)
+    reg = _Live(metrics)
     wait = "cloudflare_durable_objects_exporter_api_reserve_wait_seconds_total"
     assert reg.get_sample_value(wait, {"credential": "agency-a"}) == 0
     metrics.for_credential("agency-b").ratelimit_remaining(200)
@@ -223,3 +230,13 @@ def test_per_budget_self_metrics_carry_the_credential() -> None:
     assert reg.get_sample_value(remaining, {"credential": "agency-a"}) is None
     assert reg.get_sample_value(wait, {"credential": "agency-b"}) == 30
     assert reg.get_sample_value(wait, {"credential": "agency-a"}) == 0
+
+
+class _Live:
+    """Reads an ExporterMetrics' current text on every lookup."""
+
+    def __init__(self, metrics: ExporterMetrics) -> None:
+        self._metrics = metrics
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return Samples(self._metrics.text()).get_sample_value(name, labels)

@@ -11,7 +11,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 from test_deploy_contract import ROOT
 
 from tests.ports import free_port
+from tests.support import SAFETY_TIMEOUT, run_cli, wait_until
 
 DEPLOY = ROOT / "deploy"
 DOCKER = DEPLOY / "docker"
@@ -31,10 +31,10 @@ UID = 10001
 
 @functools.cache
 def help_text() -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "do_exporter", "--help"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
-    )  # fmt: skip
+    """``--help`` as the command prints it (run in this process: the text is the point)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DO_"))}
+    run = run_cli(["--help"], env)
+    assert run.returncode == 0, run.stderr
     return run.stdout
 
 
@@ -169,21 +169,22 @@ def test_docker_healthcheck_command_asks_healthz() -> None:
     )  # fmt: skip
     cmd = [sys.executable if c == "python" else c for c in healthcheck_command()]
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def up() -> bool:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
             except OSError:
-                assert time.monotonic() < deadline, "exporter did not come up"
-                time.sleep(0.2)
+                return False
+            return True
+
+        wait_until(up, "the exporter answers /healthz")
         env = dict(os.environ, DO_EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}")
-        assert subprocess.run(cmd, env=env, timeout=10).returncode == 0
+        assert subprocess.run(cmd, env=env, timeout=SAFETY_TIMEOUT).returncode == 0
         env["DO_EXPORTER_LISTEN_ADDRESS"] = f":{free_port()}"
-        assert subprocess.run(cmd, env=env, timeout=10, capture_output=True).returncode != 0
+        run = subprocess.run(cmd, env=env, timeout=SAFETY_TIMEOUT, capture_output=True)
+        assert run.returncode != 0
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=SAFETY_TIMEOUT)
 
 
 # ---- Kubernetes -------------------------------------------------------------------------

@@ -14,66 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from do_exporter.metrics import contract
+
 ROOT = Path(__file__).resolve().parent.parent
 
 P = "cloudflare_durable_objects_"
 E = P + "exporter_"
 
-# The metric contract (docs/architecture.md, Contracts): name -> labels. `full_refresh_seconds` and
-# `label_values_truncated_total`, `api_reserve_wait_seconds_total` and the `credential` label
-# are later additions, and so is the token health pair (README changelog). The usage
-# analytics families (issue 9) are at the end: names and label sets exactly as
-# `do_exporter.analytics.families()` emits them.
-_NS = frozenset({"account_id", "namespace_id", "namespace_name"})
-_ANALYTICS_COUNTERS = (
-    "requests", "errors", "wall_time_seconds", "response_body_bytes", "cpu_time_seconds",
-    "active_time_seconds", "duration_gigabyte_seconds", "rows_read", "rows_written",
-    "storage_read_units", "storage_write_units", "storage_deletes", "subrequests",
-)  # fmt: skip
-CONTRACT: dict[str, frozenset[str]] = {
-    P + "objects": frozenset({"account_id", "namespace_id", "namespace_name"}),
-    P + "objects_with_stored_data": frozenset({"account_id", "namespace_id", "namespace_name"}),
-    P + "namespace_info": frozenset(
-        {"account_id", "namespace_id", "namespace_name", "class", "script", "use_sqlite"}
-    ),
-    P + "namespaces": frozenset({"account_id"}),
-    P + "sqlite_namespaces": frozenset({"account_id"}),
-    E + "last_poll_success": frozenset({"account_id"}),
-    E + "last_poll_timestamp_seconds": frozenset({"account_id"}),
-    E + "last_poll_duration_seconds": frozenset({"account_id"}),
-    E + "polls_total": frozenset({"account_id", "result"}),
-    E + "namespace_last_success_timestamp_seconds": frozenset({"account_id", "namespace_id"}),
-    E + "api_requests_total": frozenset({"endpoint", "code"}),
-    E + "api_request_duration_seconds": frozenset({"endpoint"}),
-    E + "api_errors_total": frozenset({"endpoint", "error_code"}),
-    E + "api_ratelimit_remaining": frozenset({"credential"}),
-    E + "api_reserve_wait_seconds_total": frozenset({"credential"}),
-    E + "build_info": frozenset({"version"}),
-    E + "full_refresh_seconds": frozenset(),
-    E + "label_values_truncated_total": frozenset(),
-    # Usage analytics (GraphQL Analytics API).
-    **{P + name + "_total": _NS for name in _ANALYTICS_COUNTERS},
-    P + "websocket_messages_total": _NS | {"direction"},
-    P + "failures_total": _NS | {"reason"},
-    P + "busiest_object_websocket_connections": _NS,
-    P + "requests_by_status_total": _NS | {"status"},
-    P + "request_wall_time_seconds": _NS | {"quantile"},
-    P + "request_wall_time_max_seconds": _NS,
-    P + "hot_object_requests_per_second": _NS | {"object_id"},
-    P + "hot_object_cpu_ratio": _NS | {"object_id"},
-    E + "analytics_dropped_rows_total": frozenset({"account_id"}),
-    P + "stored_bytes": _NS,
-    P + "account_stored_bytes": frozenset({"account_id"}),
-    E + "analytics_watermark_timestamp_seconds": frozenset({"account_id"}),
-    E + "analytics_last_success_timestamp_seconds": frozenset({"account_id"}),
-    E + "analytics_queries_total": frozenset({"account_id", "result"}),
-    E + "analytics_skipped_seconds_total": frozenset({"account_id"}),
-    E + "token_expiry_timestamp_seconds": frozenset({"credential"}),
-    E + "token_status": frozenset({"credential", "status"}),
-}
-HISTOGRAMS = {E + "api_request_duration_seconds"}
+# The metric contract: name -> labels, read from do_exporter/metrics/contract.py (the one
+# declaration every builder reads).
+CONTRACT: dict[str, frozenset[str]] = {f.name: frozenset(f.labels) for f in contract.FAMILIES}
+HISTOGRAMS = {f.name for f in contract.FAMILIES if f.type == "histogram"}
 # Summaries: `quantile` on the quantile series only, `_sum` and `_count` without it.
-SUMMARIES = {P + "request_wall_time_seconds"}
+SUMMARIES = {f.name for f in contract.FAMILIES if f.type == "summary"}
 # Series Prometheus makes itself, which the rules and dashboard may use too.
 PROMETHEUS_SERIES = {"up"}
 # Metrics that may be missing from a healthy exporter's output (not every version or API

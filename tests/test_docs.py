@@ -17,7 +17,7 @@ PAGES = [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *sorted(DOCS.g
 # configuration and metrics work) from the README's old sections; links to them resolve
 # once those branches are merged. Until then, and only for these two, a missing page is
 # tolerated. After the merge this set must go (every page then exists).
-PAGES_FROM_OTHER_BRANCHES = {DOCS / "metrics.md"}
+PAGES_FROM_OTHER_BRANCHES: set[object] = set()
 
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")

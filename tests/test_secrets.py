@@ -28,7 +28,7 @@ from do_exporter.logs import configure
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
 from tests.ports import free_port
-from tests.support import wait_until
+from tests.support import run_cli, wait_until
 from tests.test_cli import clean_env
 
 MakeSim = Callable[..., Simulator]
@@ -119,22 +119,11 @@ def test_token_is_nowhere_in_a_faulty_run(make_sim: MakeSim, tmp_path: Path) -> 
 def test_token_is_not_in_help_or_config_errors() -> None:
     """--help with the token in the environment, and a refused configuration, show no token."""
     env = clean_env(CLOUDFLARE_API_TOKEN=TOKEN)
-    helped = subprocess.run(
-        [sys.executable, "-m", "do_exporter", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    # In this process (what the command prints is the point; test_cli runs real ones).
+    helped = run_cli(["--help"], env)
     assert helped.returncode == 0 and "--api-token" in helped.stdout
     assert_no_token("--help", helped.stdout + helped.stderr)
-    refused = subprocess.run(
-        [sys.executable, "-m", "do_exporter", "--api-token", f"{TOKEN} x", "--interval", "5"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    refused = run_cli(["--api-token", f"{TOKEN} x", "--interval", "5"], env)
     assert refused.returncode == 2
     assert_no_token("a configuration error", refused.stdout + refused.stderr)
 

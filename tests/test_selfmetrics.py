@@ -62,3 +62,28 @@ def test_a_new_epoch_renders_again_within_the_second() -> None:
     assert metrics.exposition(epoch=first_snapshot) is first
     second = metrics.exposition(epoch=second_snapshot)
     assert b'code="403"' in second and b'code="403"' not in first
+
+
+def test_error_codes_stay_bounded_whatever_the_api_sends() -> None:
+    """20,000 distinct error codes (and status codes) from the API: a bounded number of
+    series per endpoint, the rest counted as `other`, every failure still counted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from do_exporter.metrics.contract import MAX_ERROR_CODES
+
+    metrics = ExporterMetrics(clock=Clock())
+    for i in range(20_000):
+        metrics.api_error("graphql", str(100_000 + i))
+        metrics.request_finished("graphql", str(i), 0.01)
+    metrics.api_error("graphql\ud800" * 100, "\ud800")  # invalid text never crashes
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    errors = [
+        s for s in families["cloudflare_durable_objects_exporter_api_errors"].samples
+        if s.labels["endpoint"] == "graphql"
+    ]  # fmt: skip
+    assert len(errors) == MAX_ERROR_CODES + 1
+    assert sum(s.value for s in errors) == 20_000
+    assert {"transport", "invalid_response", "other"} <= {s.labels["error_code"] for s in errors}
+    requests = families["cloudflare_durable_objects_exporter_api_requests"].samples
+    assert len(requests) <= MAX_ERROR_CODES + 1
+    assert len(metrics.exposition()) < 64 * 1024

@@ -1,18 +1,22 @@
-"""``python -m do_exporter.simulator`` as a separate process: start line, serving, exit codes."""
+"""``python -m do_exporter.simulator`` as a separate process: start line, serving, exit codes
+(the bad scenarios' messages are checked through ``main`` in this process)."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from do_exporter.simulator.__main__ import main as simulator_main
 from tests.support import SAFETY_TIMEOUT
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -115,16 +119,25 @@ def test_cli_seed_changes_the_ids(started: list[subprocess.Popen[str]]) -> None:
 def test_cli_bad_scenario_exits_2_with_one_line(
     tmp_path: Path, content: str | None, needle: str
 ) -> None:
-    """A missing or bad scenario file: exit status 2, one line on stderr naming the problem."""
+    """A missing or bad scenario file: exit status 2, one line on stderr naming the problem.
+    The missing file in a real process; the others through ``main`` in this one (what it
+    prints is the point)."""
     path = tmp_path / "scenario.json"
     if content is not None:
         path.write_text(content)
-    result = subprocess.run(
-        [sys.executable, "-m", "do_exporter.simulator", "--scenario", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=SAFETY_TIMEOUT,
-    )
+    result: subprocess.CompletedProcess[str]
+    if content is None:
+        result = subprocess.run(
+            [sys.executable, "-m", "do_exporter.simulator", "--scenario", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=SAFETY_TIMEOUT,
+        )
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            status = simulator_main(["--scenario", str(path)])
+        result = subprocess.CompletedProcess([], status, out.getvalue(), err.getvalue())
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Check the Prometheus side of do-exporter with promtool (Debian package `prometheus`):
 #   - alerts.yml is valid (`promtool check rules`, no lint findings);
-#   - alerts_test.yml passes (`promtool test rules`: every alert fires when it should and
-#     stays quiet when it should not);
+#   - alerts_test.yml and alerts_test_day.yml pass (`promtool test rules`: every alert fires
+#     when it should and stays quiet when it should not);
 #   - prometheus.yml, the example scrape config, is valid (`promtool check config`);
 #   - the exporter's exposition (`--once --demo`) has no lint findings (`promtool check metrics`).
 # Exits 0 when all four pass, else non-zero with promtool's findings.
@@ -45,7 +45,7 @@ echo "== promtool check rules"
 promtool check rules --lint=all --lint-fatal "$here/alerts.yml"
 
 echo "== promtool test rules"
-promtool test rules "$here/alerts_test.yml"
+promtool test rules "$here/alerts_test.yml" "$here/alerts_test_day.yml"
 
 echo "== promtool check config (example scrape config)"
 # The example names the rule file where the compose demo mounts it; point it at ours.

@@ -22,6 +22,7 @@ the seed, the ids, the minute and the namespace's :class:`Traffic` (scenario key
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -69,6 +70,65 @@ _DAY = 86_400
 def schema_sdl() -> str:
     """The schema the simulator serves (the copy packaged with it)."""
     return resources.files("do_exporter.simulator").joinpath(SCHEMA_FILE).read_text("utf-8")
+
+
+@functools.cache
+def shared_schema() -> graphql.GraphQLSchema:
+    """The schema, built once per process and shared by every endpoint: its resolvers find
+    the endpoint answering in ``info.context["endpoint"]`` (building it costs 0.1 s of CPU,
+    and a test run starts hundreds of simulators)."""
+    schema = graphql.build_schema(schema_sdl())
+    viewer = schema.type_map["viewer"]
+    account = schema.type_map["account"]
+    assert isinstance(viewer, GraphQLObjectType) and isinstance(account, GraphQLObjectType)
+    query = schema.query_type
+    assert query is not None
+    query.fields["viewer"].resolve = lambda _s, _i: {}
+    viewer.fields["accounts"].resolve = lambda s, i, **kw: _endpoint(i)._accounts(s, i, **kw)
+    viewer.fields["budget"].resolve = lambda _s, i: _endpoint(i).budget
+    for name in _DATASETS:
+        account.fields[name].resolve = _dataset_resolver(name)
+    account.fields["settings"].resolve = lambda _s, i: dict.fromkeys(
+        (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), _endpoint(i)._settings()
+    )
+    return schema
+
+
+def _endpoint(info: GraphQLResolveInfo[Any]) -> GraphQLEndpoint:
+    endpoint: GraphQLEndpoint = info.context["endpoint"]
+    return endpoint
+
+
+def _dataset_resolver(name: str) -> Callable[..., list[dict[str, Any]]]:
+    dataset = _DATASETS[name]
+
+    def resolve(
+        source: Mapping[str, Any],
+        info: GraphQLResolveInfo[Any],
+        filter: Mapping[str, Any],
+        limit: int,
+        orderBy: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return _endpoint(info)._groups(
+            dataset, source["accountTag"], info, filter, limit, orderBy or (), info.context
+        )
+
+    return resolve
+
+
+@functools.lru_cache(maxsize=512)
+def _document(query: str) -> graphql.DocumentNode | tuple[str, str]:
+    """``query`` parsed and validated against the shared schema (both pure functions of the
+    text, so cached by it: the exporter sends the same few queries again and again); a
+    rejected query gives its (message, code)."""
+    try:
+        document = graphql.parse(query)
+    except GraphQLError as exc:
+        return exc.message, "GRAPHQL_PARSE_FAILED"
+    problems = graphql.validate(shared_schema(), document)
+    if problems:
+        return problems[0].message, "GRAPHQL_VALIDATION_FAILED"
+    return document
 
 
 @dataclass(frozen=True)
@@ -132,8 +192,10 @@ class Minute:
     exact_requests: int
 
 
+@functools.lru_cache(maxsize=32_768)
 def minute_usage(model: _Model, minute: int) -> Minute:
-    """The figures of minute ``minute`` (Unix minutes) for one namespace (pure)."""
+    """The figures of minute ``minute`` (Unix minutes) for one namespace (pure, so cached:
+    a poll, its truth and the ranges of a test ask for the same minutes again and again)."""
     t = model.traffic
     phase = 2 * math.pi * (minute % 1440) / 1440
     shape = 1 + t.diurnal_amplitude * math.sin(phase)
@@ -552,8 +614,7 @@ class GraphQLEndpoint:
         self._budgets: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, NamespaceSpec], _Model] = {}
-        self.schema = graphql.build_schema(schema_sdl())
-        self._install_resolvers()
+        self.schema = shared_schema()
         self.queries = 0
 
     # ---- answering --------------------------------------------------------------------
@@ -592,21 +653,16 @@ class GraphQLEndpoint:
         self, query: str, variables: Mapping[str, Any], *, token: TokenSpec | None = None
     ) -> bytes:
         """Parse, validate and execute one query; the JSON answer (errors included)."""
-        try:
-            document = graphql.parse(query)
-        except GraphQLError as exc:
-            return _error_body(exc.message, "GRAPHQL_PARSE_FAILED")
-        problems = graphql.validate(self.schema, document)
-        if problems:
-            error = problems[0]
-            return _error_body(error.message, "GRAPHQL_VALIDATION_FAILED")
+        document = _document(query)
+        if isinstance(document, tuple):
+            return _error_body(*document)
         with self._lock:
             self.queries += 1
         result = graphql.execute_sync(
             self.schema,
             document,
             root_value={},
-            context_value={"token": token, "now": self.clock()},
+            context_value={"token": token, "now": self.clock(), "endpoint": self},
             variable_values=dict(variables),
         )
         out: dict[str, Any] = {"data": result.data, "errors": None}
@@ -670,22 +726,7 @@ class GraphQLEndpoint:
                 model = self._models[key] = _model(self._seed, account_id, spec)
             return model
 
-    # ---- resolvers --------------------------------------------------------------------
-    def _install_resolvers(self) -> None:
-        viewer = self.schema.type_map["viewer"]
-        account = self.schema.type_map["account"]
-        assert isinstance(viewer, GraphQLObjectType) and isinstance(account, GraphQLObjectType)
-        query = self.schema.query_type
-        assert query is not None
-        query.fields["viewer"].resolve = lambda _s, _i: {}
-        viewer.fields["accounts"].resolve = self._accounts
-        viewer.fields["budget"].resolve = lambda _s, _i: self.budget
-        for name in _DATASETS:
-            account.fields[name].resolve = self._dataset_resolver(name)
-        account.fields["settings"].resolve = lambda _s, _i: dict.fromkeys(
-            (*_DATASETS, "durableObjectsSubrequestsAdaptiveGroups"), self._settings()
-        )
-
+    # ---- resolvers (installed once by shared_schema) --------------------------------
     def _settings(self) -> dict[str, Any]:
         return {
             **_SETTINGS,
@@ -708,22 +749,6 @@ class GraphQLEndpoint:
         ):
             raise _QueryError("not authorized for that account", "authz")
         return [{"accountTag": account_id}]
-
-    def _dataset_resolver(self, name: str) -> Callable[..., list[dict[str, Any]]]:
-        dataset = _DATASETS[name]
-
-        def resolve(
-            source: Mapping[str, Any],
-            info: GraphQLResolveInfo[Any],
-            filter: Mapping[str, Any],
-            limit: int,
-            orderBy: Sequence[str] | None = None,
-        ) -> list[dict[str, Any]]:
-            return self._groups(
-                dataset, source["accountTag"], info, filter, limit, orderBy or (), info.context
-            )
-
-        return resolve
 
     def _groups(
         self,

@@ -8,15 +8,27 @@
   generous *safety* timeout only so that a broken test ends; no test asserts how long the wait
   took (a loaded machine may be slow, and that is not a failure).
 - :func:`simulators` is the body of a fixture that starts simulators on a clock.
+- :func:`run_cli` runs the command (``python -m do_exporter ARGS``) in this process, for
+  tests of what it prints and returns; tests of the process itself (signals, exit of the
+  interpreter, a port held) start a real one.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
+import structlog
+
+from do_exporter import cli
 from do_exporter.simulator import Scenario, Simulator
 
 # Long enough that no loaded machine hits it when the behaviour is right: it only ends a test
@@ -73,3 +85,43 @@ def simulators(
     yield make
     for sim in started:
         sim.stop()
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What :func:`run_cli` gives: the fields of ``subprocess.CompletedProcess`` tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str]) -> CliRun:
+    """``python -m do_exporter ARGS`` with exactly ``env`` as its environment, in this
+    process: stdout, stderr (the logs included) and the exit status, as a subprocess would
+    give them. The logging set-up the command makes is undone afterwards."""
+    # Text streams over bytes, as a process has: the command writes the exposition to
+    # sys.stdout.buffer.
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with mock.patch.dict(os.environ, env, clear=True), redirect_stdout(out), \
+                redirect_stderr(err):  # fmt: skip
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+    return CliRun(code, _text(out), _text(err))
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    raw = stream.buffer
+    assert isinstance(raw, io.BytesIO)
+    return raw.getvalue().decode("utf-8")

@@ -1,0 +1,258 @@
+"""The text exposition (format 0.0.4), written once per change and held gzip-compressed.
+
+The shared family-building code of every builder:
+
+- :func:`lines` writes one family's sample lines from rows ``(label values, value)`` given
+  in the contract's label order (labels come out sorted by name, values escaped, numbers as
+  Go prints them: byte for byte what ``prometheus_client.generate_latest`` writes);
+- :class:`Escaper` escapes each label value once and reuses it while it is in use;
+- :class:`Renderer` turns :class:`Part` s (one family's lines for one scope, usually an
+  account, with a key saying what they were made from) into an :class:`Exposition`: a part
+  whose key equals the last render's is not written again, its gzip member is reused.
+
+An :class:`Exposition` holds one form only: per family, its ``# HELP``/``# TYPE`` header and
+its parts as gzip members back to back, which every gzip reader decodes as one stream
+(RFC 1952, 2.2). The plain text is inflated member by member while it is sent
+(:meth:`Exposition.plain`). A family's samples stay together, in contract order.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .contract import ALL_GROUPS, Family, enabled_family
+
+Row = tuple[Sequence[str], float]
+GZIP_LEVEL = 6
+_PIECE = 1 << 18  # bytes of plain text inflated at a time
+
+
+def escape(value: str) -> str:
+    """A label value as the exposition writes it: backslash, newline and quote escaped; a
+    lone surrogate (not encodable as UTF-8) replaced by U+FFFD, never an exception."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    if "\\" in value or "\n" in value or '"' in value:
+        value = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def number(value: float) -> str:
+    """A sample value as Go (and ``generate_latest``) prints it: ``1.0``, ``1.7958672e+09``."""
+    d = float(value)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if d != d:
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+class Escaper:
+    """Escaped label values, each computed once and kept while a render uses it.
+
+    :meth:`next_generation` after a render drops the values that render did not use, so the
+    cache holds what the exposition holds, never more.
+    """
+
+    def __init__(self) -> None:
+        self._old: dict[str, str] = {}
+        self._new: dict[str, str] = {}
+
+    def __call__(self, value: str) -> str:
+        found = self._new.get(value)
+        if found is None:
+            found = self._old.get(value)
+            if found is None:
+                found = escape(value if isinstance(value, str) else str(value))
+            self._new[value] = found
+        return found
+
+    def next_generation(self) -> None:
+        self._old, self._new = self._new, {}
+
+
+def _template(name: str, labels: Sequence[str]) -> tuple[str, list[int]]:
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    pairs = ",".join(f'{labels[i]}="%s"' for i in order)
+    return f"{name}{{{pairs}}} %s\n", order
+
+
+def lines(
+    name: str, labels: Sequence[str], rows: Iterable[Row], esc: Callable[[str], str] = escape
+) -> str:
+    """Sample lines of ``name``: each row's values are in ``labels`` order (pure)."""
+    if not labels:
+        return "".join(f"{name} {number(v)}\n" for _, v in rows)
+    template, order = _template(name, labels)
+    if order == list(range(len(labels))):
+        return "".join(template % (*map(esc, values), number(v)) for values, v in rows)
+    return "".join(template % (*[esc(values[i]) for i in order], number(v)) for values, v in rows)
+
+
+def family_lines(family: Family, rows: Iterable[Row], esc: Callable[[str], str] = escape) -> str:
+    return lines(family.name, family.labels, rows, esc)
+
+
+def text(families: Iterable[tuple[Family, str]], enabled: frozenset[str] = ALL_GROUPS) -> str:
+    """Families with their sample lines as one text (small expositions: own metrics)."""
+    return "".join(f.header + body for f, body in families if enabled_family(f, enabled))
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One family's samples for one scope (an account id, or ``""``).
+
+    ``key``: what they were made from; equal to the last render's key, the last render's
+    bytes are reused and ``write`` is not called. ``write`` returns the sample lines.
+    """
+
+    family: Family
+    scope: str
+    key: object
+    write: Callable[[], str]
+
+
+def _gzip(data: str, level: int) -> bytes:
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return z.compress(data.encode("utf-8")) + z.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    scope: str
+    key: object
+    start: int
+    end: int
+    plain: int  # bytes once inflated
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One family: its header and parts as gzip members in one byte string."""
+
+    family: Family
+    data: bytes
+    members: tuple[_Member, ...]  # in order; the first is the header
+    by_scope: dict[str, _Member]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """A rendered exposition: gzip members, one byte string per family."""
+
+    blocks: tuple[_Block, ...] = ()
+
+    @property
+    def gzip_parts(self) -> tuple[bytes, ...]:
+        """The exposition as one gzip stream, in parts that are sent back to back."""
+        return tuple(b.data for b in self.blocks)
+
+    @property
+    def plain_length(self) -> int:
+        return sum(m.plain for b in self.blocks for m in b.members)
+
+    @property
+    def gzip_length(self) -> int:
+        return sum(len(b.data) for b in self.blocks)
+
+    def plain(self) -> Iterator[bytes]:
+        """The plain text, inflated a piece of about 256 KiB at a time (never held whole;
+        few pieces, so a writer can gather them in one system call)."""
+        buffer = bytearray()
+        for block in self.blocks:
+            view = memoryview(block.data)
+            for member in block.members:
+                inflater = zlib.decompressobj(31)
+                data: bytes | memoryview = view[member.start : member.end]
+                while data:
+                    buffer += inflater.decompress(data, _PIECE)
+                    data = inflater.unconsumed_tail
+                    if len(buffer) >= _PIECE:
+                        yield bytes(buffer)
+                        buffer.clear()
+                buffer += inflater.flush()
+        if buffer:
+            yield bytes(buffer)
+
+    def text(self) -> bytes:
+        return b"".join(self.plain())
+
+
+class Renderer:
+    """Renders parts into an :class:`Exposition`, reusing what did not change.
+
+    Not thread-safe: one poller publishes at a time. ``enabled``: the groups whose families
+    are written (the exporter's own always are).
+    """
+
+    def __init__(self, enabled: frozenset[str] = ALL_GROUPS, *, level: int = GZIP_LEVEL) -> None:
+        self.enabled = frozenset(enabled)
+        self.level = level
+        self.escape = Escaper()
+        self._last: dict[str, _Block] = {}
+        self.written = 0  # parts written by the last render (the rest were reused)
+
+    def render(self, families: Sequence[Family], parts: Iterable[Part]) -> Exposition:
+        """``families`` in exposition order (each gets its header even without samples);
+        ``parts`` in any order, a part of a family not listed is dropped."""
+        wanted = {f.name: f for f in families if enabled_family(f, self.enabled)}
+        chunks: dict[str, list[tuple[str, object, bytes | memoryview, int]]] = {
+            n: [] for n in wanted
+        }
+        written = 0
+        for part in parts:
+            name = part.family.name
+            if name not in wanted:
+                continue
+            reused = self._reuse(name, part)
+            if reused is None:
+                body = part.write()
+                data: bytes | memoryview = _gzip(body, self.level)
+                plain = len(body.encode("utf-8"))
+                written += 1
+            else:
+                data, plain = reused
+            chunks[name].append((part.scope, part.key, data, plain))
+        blocks = tuple(self._block(wanted[name], members) for name, members in chunks.items())
+        self._last = {b.family.name: b for b in blocks}
+        self.escape.next_generation()
+        self.written = written
+        return Exposition(blocks)
+
+    def _reuse(self, name: str, part: Part) -> tuple[memoryview, int] | None:
+        block = self._last.get(name)
+        if block is None or part.key is None:
+            return None
+        member = block.by_scope.get(part.scope)
+        if member is None or (member.key is not part.key and member.key != part.key):
+            return None
+        return memoryview(block.data)[member.start : member.end], member.plain
+
+    def _block(
+        self, family: Family, chunks: list[tuple[str, object, bytes | memoryview, int]]
+    ) -> _Block:
+        last = self._last.get(family.name)
+        if last is not None:
+            header: bytes | memoryview = memoryview(last.data)[: last.members[0].end]
+        else:
+            header = _gzip(family.header, self.level)
+        members = [_Member("#", None, 0, len(header), len(family.header.encode("utf-8")))]
+        at = len(header)
+        pieces: list[bytes | memoryview] = [header]
+        for scope, key, data, plain in chunks:
+            members.append(_Member(scope, key, at, at + len(data), plain))
+            at += len(data)
+            pieces.append(data)
+        by_scope = {m.scope: m for m in members[1:]}
+        return _Block(family, b"".join(pieces), tuple(members), by_scope)
