@@ -5,8 +5,9 @@
 - ``memory``: one poll in a fresh process (``poll_worker.py``) against the simulator in
   another, no latency: 10 million objects in one namespace, and in 1,000 namespaces of
   10,000. Peak RSS is ``VmHWM`` of the poll's process; also the walk workers it then uses.
-- ``planning``: the planner's work for one poll of 5,000 accounts holding 10,000 namespaces
-  (a ``CountPlan``, the order of every namespace, ``publish``), in-process, median of runs.
+- ``planning``: the planner's work for one poll, called as a poll calls it (``poll_start``,
+  ``CountPlan``, ``counts_due`` and every order, ``publish``), 5,000 / 10,000 / 20,000
+  accounts x 2 namespaces, configured and discovered (``planning.py``), median of runs.
 - ``limiter``: 64 threads taking 600 grants through a limiter of 100 a second; how many
   times the limiter looked at its windows per grant (the head of the queue only).
 - ``analytics``: decoding a 500-namespace GraphQL answer, counting it and rendering its
@@ -29,13 +30,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import planning  # noqa: E402
 from _sim import PYTHON, SimProcess, account_id, scenario  # noqa: E402
 
 from do_exporter import analytics  # noqa: E402
 from do_exporter.collector import render  # noqa: E402
 from do_exporter.logs import configure  # noqa: E402
-from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot  # noqa: E402
-from do_exporter.planner import CountPlan, Credential, Gathered, InFlight, publish  # noqa: E402
+from do_exporter.model import AccountSnapshot, Namespace, Snapshot  # noqa: E402
 from do_exporter.ratelimit import Lane, RateLimiter  # noqa: E402
 
 WORKER = str(HERE / "poll_worker.py")
@@ -61,56 +62,9 @@ def run_memory(smoke: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def planning_snapshot(accounts: int, namespaces: int) -> Snapshot:
-    per = namespaces // accounts
-    return Snapshot(
-        accounts=tuple(
-            AccountSnapshot(
-                account_id=account_id(a),
-                namespaces=tuple(Namespace(f"{a:08x}{i:024x}") for i in range(per)),
-                counts=MappingProxyType(
-                    {f"{a:08x}{i:024x}": NamespaceCount(i * 7_000, i, 100.0) for i in range(per)}
-                ),
-                namespaces_listed=True,
-            )
-            for a in range(accounts)
-        ),
-        generation=1,
-    )
-
-
 def run_planning(smoke: bool, runs: int) -> list[dict[str, Any]]:
-    accounts, namespaces = (500, 1_000) if smoke else (5_000, 10_000)
-    previous = planning_snapshot(accounts, namespaces)
-    creds = [Credential("default", budget_per_poll=1000.0, window_polls=1.0)]
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        plan = CountPlan(previous, creds)
-        for account in previous.accounts:
-            for ns in account.namespaces:
-                plan.order("default", (account.account_id, ns.id))
-        gathered = Gathered(
-            started_at=0.0,
-            owners={a.account_id: "default" for a in previous.accounts},
-            discovered={},
-            lists={a.account_id: a.namespaces for a in previous.accounts},
-            listed_at={},
-            due={},
-            finished_at=1.0,
-        )
-        publish(previous, creds, gathered, InFlight(), stall_seconds=600)
-        times.append(time.perf_counter() - started)
-    return [
-        {
-            "part": "planning",
-            "accounts": accounts,
-            "namespaces": namespaces,
-            "runs": runs,
-            "median_ms": statistics.median(times) * 1000,
-            "max_ms": max(times) * 1000,
-        }
-    ]
+    """The planner called the way a poll calls it (``planning.py``, which also runs alone)."""
+    return [{"part": "planning", **row} for row in planning.run(smoke, runs)]
 
 
 class _CountingLimiter(RateLimiter):

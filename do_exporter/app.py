@@ -17,7 +17,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 import requests
 import structlog
@@ -240,7 +240,7 @@ class Exporter:
 
     def _verify(self, source: Source, *, capabilities: bool) -> TokenHealth:
         name, account_ids = source.credential.name, source.credential.account_ids
-        client = source.client
+        client = cast(CloudflareClient, source.client)  # the poller sees only ApiClient
         previous = self.metrics.token_health.get(name)
         health = verify_credential(client, name, account_ids, previous)
         self.metrics.token_health.update(health)

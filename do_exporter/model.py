@@ -1,9 +1,11 @@
-"""Immutable data the poller produces and the collector reads.
+"""Immutable data the poll produces and the collector reads; data types only, no logic.
 
 A :class:`Snapshot` is replaced whole after every poll; nothing in it is ever mutated, so a
-scrape can read it from any thread without a lock. :func:`next_account` is the pure rule that
-turns the previous state of an account plus what one poll learnt into its next state; it is
-where the staleness policy of docs/architecture.md (the data path of one value) lives.
+scrape can read it from any thread without a lock. The poll's tasks deliver typed outcomes
+(:class:`Listed`, :class:`Counted`, :class:`Gone`, :class:`Failed`); the fold in
+:mod:`do_exporter.publish` turns the previous snapshot and those outcomes into the next one
+(docs/architecture.md, "The data path of one value"). This module imports no other module
+of the package, so every module may import it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Any, TypeAlias
 
-if TYPE_CHECKING:  # analytics imports this module
-    from .analytics import AnalyticsState
+Key: TypeAlias = tuple[str, str]  # (account id, namespace id)
+
+# One account's usage analytics state (``analytics.AnalyticsState``). Typed loosely on
+# purpose: analytics imports this module for :class:`Namespace`, and a data module imports
+# no logic, so the snapshot only carries the values the analytics fold produced.
+UsageState: TypeAlias = Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,20 @@ class AccountSnapshot:
     polls_failure: int = 0
     namespaces_listed: bool = False
     credential: str = "default"  # the name of the credential that polls it
+    # Every namespace the list held, filtered out or not (None: all are in ``namespaces``).
+    namespaces_total: int | None = None
+    sqlite_total: int | None = None
+
+    @property
+    def namespace_count(self) -> int:
+        """Namespaces the account's list held (the namespace filter aside)."""
+        return len(self.namespaces) if self.namespaces_total is None else self.namespaces_total
 
     @property
     def sqlite_namespaces(self) -> int:
+        """Namespaces on the SQLite backend the account's list held (filter aside)."""
+        if self.sqlite_total is not None:
+            return self.sqlite_total
         return sum(1 for ns in self.namespaces if ns.use_sqlite)
 
 
@@ -87,7 +104,10 @@ class Snapshot:
     full_refresh_seconds: float | None = None
     complete: bool = False  # the last poll read every account, namespace list and count
     # Usage analytics per account (absent: analytics off, or not asked yet).
-    analytics: Mapping[str, AnalyticsState] = field(default_factory=dict)
+    analytics: Mapping[str, UsageState] = field(default_factory=dict)
+    # Count outcomes whose account was not listed in their poll: applied (or dropped) by the
+    # first poll that lists it again; never exported.
+    pending: Mapping[Key, CountOutcome] = field(default_factory=dict)
     _by_id: Mapping[str, AccountSnapshot] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -106,86 +126,55 @@ class Snapshot:
         )
 
 
-# Outcome of counting one namespace in a poll.
-GONE = "gone"  # the namespace no longer exists (404 between listing and counting)
+# -- what the poll's tasks deliver ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A namespace list that was read: the namespaces kept by the namespace filter, and the
+    totals of everything listed (None: nothing was filtered out)."""
+
+    namespaces: tuple[Namespace, ...]
+    total: int | None = None
+    sqlite: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A complete walk over a namespace's objects (``count.completed_at`` set)."""
+
+    count: ObjectCount
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """The namespace no longer exists (a 404 between listing and counting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A list or a walk that failed; ``reason`` is for the log (never a token)."""
+
+    reason: str = ""
+
+
+CountOutcome: TypeAlias = Counted | Gone | Failed
+ListOutcome: TypeAlias = Listed | Failed
 
 
 @dataclass(frozen=True, slots=True)
 class AccountPoll:
     """What one poll learnt about one account.
 
-    ``namespaces`` is ``None`` when the namespace list could not be read. ``counts`` maps a
-    namespace id to its fresh count, to ``None`` when counting failed, or to :data:`GONE`.
-    Namespaces not in ``counts`` were not due, or are still being counted; ``incomplete``
-    says some of those should have been done and were not (the poll then failed).
+    ``listed`` is the namespace list's outcome (None: not read in this poll). ``counts``
+    maps a namespace id to its count outcome; namespaces not in it were not due, or are
+    still being counted; ``incomplete`` says some of those should have been done and were
+    not (the poll then failed).
     """
 
     account_id: str
     started_at: float
     finished_at: float
-    namespaces: tuple[Namespace, ...] | None
-    counts: Mapping[str, ObjectCount | str | None] = field(default_factory=dict)
+    listed: Listed | None
+    counts: Mapping[str, CountOutcome] = field(default_factory=lambda: MappingProxyType({}))
     incomplete: bool = False  # a due count neither finished nor progressed
-
-
-def next_account(
-    previous: AccountSnapshot | None, poll: AccountPoll, *, credential: str | None = None
-) -> AccountSnapshot:
-    """Apply one poll to an account's previous state (pure; the staleness policy).
-
-    - Namespace list failed: keep everything, mark the poll failed.
-    - A namespace missing from the new list, or gone (404) while counting: its series go.
-    - A count that failed, or was not due: the last complete count stays, with its time.
-    - The poll succeeds when the list and every count it attempted succeeded, and nothing
-      due was left stalled (``incomplete``).
-    """
-    prev = previous or AccountSnapshot(account_id=poll.account_id)
-    cred = credential or prev.credential
-    duration = max(0.0, poll.finished_at - poll.started_at)
-    if poll.namespaces is None:
-        return AccountSnapshot(
-            account_id=prev.account_id,
-            namespaces=prev.namespaces,
-            counts=prev.counts,
-            last_poll_success=False,
-            last_success_at=prev.last_success_at,
-            last_poll_duration=duration,
-            polls_success=prev.polls_success,
-            polls_failure=prev.polls_failure + 1,
-            namespaces_listed=prev.namespaces_listed,
-            credential=cred,
-        )
-
-    gone = {ns_id for ns_id, outcome in poll.counts.items() if outcome == GONE}
-    namespaces = tuple(ns for ns in poll.namespaces if ns.id not in gone)
-    counts: dict[str, NamespaceCount] = {}
-    failed = False
-    for ns in namespaces:
-        outcome = poll.counts.get(ns.id)
-        if isinstance(outcome, ObjectCount):
-            completed = outcome.completed_at or poll.finished_at
-            before = prev.counts.get(ns.id)
-            counts[ns.id] = NamespaceCount(
-                outcome.objects,
-                outcome.with_stored_data,
-                completed,
-                refresh_seconds=completed - before.completed_at if before else None,
-            )
-            continue
-        if ns.id in poll.counts:  # attempted and failed
-            failed = True
-        if ns.id in prev.counts:
-            counts[ns.id] = prev.counts[ns.id]
-    success = not failed and not poll.incomplete
-    return AccountSnapshot(
-        account_id=prev.account_id,
-        namespaces=namespaces,
-        counts=MappingProxyType(counts),
-        last_poll_success=success,
-        last_success_at=poll.finished_at if success else prev.last_success_at,
-        last_poll_duration=duration,
-        polls_success=prev.polls_success + (1 if success else 0),
-        polls_failure=prev.polls_failure + (0 if success else 1),
-        namespaces_listed=True,
-        credential=cred,
-    )

@@ -1,4 +1,4 @@
-"""What a poll does and what it publishes, decided by pure functions.
+"""What a poll does, decided by pure functions (what it publishes: :mod:`.publish`).
 
 The executor (:mod:`do_exporter.poller`) runs threads and HTTP requests; every decision it
 carries out is made here, from immutable data and a ``now`` it is given:
@@ -8,12 +8,10 @@ carries out is made here, from immutable data and a ``now`` it is given:
   page of a walk queues, how many pages a walk may plausibly need, and how much of the
   budget long walks may take (so cheap namespaces stay fresh every interval).
 - :func:`counts_due`: which namespaces of a freshly listed account start a walk.
-- :func:`publish`: the next :class:`Snapshot`, from the previous one and what the poll
-  gathered.
+- :func:`analytics_due`: which usage window an account's query asks for.
 
-An account disappears only when a complete ``GET /accounts`` answer of the credential that
-polls it no longer has it, never because an answer is late or failed. Nothing here takes a
-lock, sleeps or reads a clock, so tests assert on plans directly.
+Nothing here takes a lock, sleeps or reads a clock, so tests assert on plans directly; every
+step is linear in accounts and namespaces (sets and dicts, no scans of tuples).
 """
 
 from __future__ import annotations
@@ -26,33 +24,15 @@ from types import MappingProxyType
 from .analytics import (
     DEFAULT_LIMITS,
     DEFAULT_TOP_OBJECTS,
-    AccountUsage,
-    AnalyticsError,
     AnalyticsState,
     NodeLimits,
     Window,
-    advance,
-    forget,
-    known_namespaces,
     next_window,
-    record_failure,
-    skip,
 )
 from .config import Credential  # the one credential type, resolved by the config
 from .metrics.groups import GROUPS
-from .model import (
-    GONE,
-    AccountPoll,
-    AccountSnapshot,
-    Namespace,
-    ObjectCount,
-    Snapshot,
-    next_account,
-)
+from .model import Key, Namespace, Snapshot
 from .ratelimit import Lane
-
-Key = tuple[str, str]  # (account id, namespace id)
-Outcome = ObjectCount | str | None  # a count, GONE, or None for a failure
 
 OBJECTS_PER_PAGE = 10_000  # the API's maximum page size, asked for by every walk
 FRESH_SHARE = 0.5  # share of an interval's budget kept for the cheapest namespaces
@@ -62,11 +42,11 @@ RESERVE_MARGIN = 1.25  # head-room on what cheap namespaces and lists need per w
 # objects of growth between two counts.
 GROWTH_FACTOR = 4
 GROWTH_PAGES = 1_000
-MAX_WALK_PAGES = 100_000  # first walk of a namespace of unknown size: 1 billion objects
-
-
-def _frozen() -> Mapping[Key, Outcome]:
-    return MappingProxyType({})
+MAX_WALK_PAGES = 100_000  # no walk reads more: 1 billion objects
+RATE_WINDOW = 300.0  # seconds: the API's rate-limit window (config.RATE_LIMIT_WINDOW)
+# A first walk (a namespace with no count yet) may read what its credential's budget allows
+# in this long: a cursor that never ends fails then, not after MAX_WALK_PAGES.
+FIRST_WALK_SECONDS = 3600.0
 
 
 def estimated_pages(objects: int | None) -> int:
@@ -74,12 +54,25 @@ def estimated_pages(objects: int | None) -> int:
     return max(1, math.ceil((objects or 0) / OBJECTS_PER_PAGE))
 
 
-def walk_page_limit(objects: int | None) -> int:
-    """Most pages a walk over a namespace last counted at ``objects`` may read."""
+def walk_page_limit(objects: int | None, first_walk: int = MAX_WALK_PAGES) -> int:
+    """Most pages a walk over a namespace last counted at ``objects`` may read
+    (``first_walk``: the bound of a namespace not counted yet, :func:`first_walk_limit`)."""
     if objects is None:
-        return MAX_WALK_PAGES
+        return min(MAX_WALK_PAGES, first_walk)
     pages = estimated_pages(objects)
     return min(MAX_WALK_PAGES, max(GROWTH_FACTOR * pages, pages + GROWTH_PAGES))
+
+
+def first_walk_limit(budget_per_poll: float | None, window_polls: float) -> int:
+    """Most pages a first walk may read: what the budget allows in ``FIRST_WALK_SECONDS``
+    (12 rate windows: 12,000 pages, 120 million objects, at the default 1,000 requests per
+    5 minutes),
+    at most ``MAX_WALK_PAGES``; no budget: ``MAX_WALK_PAGES``."""
+    if budget_per_poll is None:
+        return MAX_WALK_PAGES
+    per_window = budget_per_poll * window_polls
+    pages = math.floor(per_window * FIRST_WALK_SECONDS / RATE_WINDOW)
+    return min(MAX_WALK_PAGES, max(1, pages))
 
 
 # -- what is in flight --------------------------------------------------------------------
@@ -102,7 +95,6 @@ class InFlight:
     discovering: frozenset[str] = frozenset()  # credentials whose GET /accounts runs
     listing: frozenset[str] = frozenset()  # accounts whose namespace list runs
     walks: Mapping[Key, WalkState] = field(default_factory=lambda: MappingProxyType({}))
-    finished: Mapping[Key, Outcome] = field(default_factory=_frozen)  # not yet published
 
 
 # -- the start of a poll --------------------------------------------------------------------
@@ -164,9 +156,10 @@ def assign_accounts(
             reach[c.name] = discovered[c.name]
         else:
             reach[c.name] = tuple(owned_before.get(c.name, ()))
+    reachable = {name: frozenset(ids) for name, ids in reach.items()}  # no tuple scans
     owners: dict[str, str] = {}
     for account in previous.accounts:  # stickiness: no account hops between credentials
-        if account.account_id in reach.get(account.credential, ()):
+        if account.account_id in reachable.get(account.credential, ()):
             owners[account.account_id] = account.credential
     for c in credentials:
         for account_id in reach[c.name]:
@@ -204,6 +197,9 @@ class CountPlan:
 
     def __init__(self, previous: Snapshot, credentials: Sequence[Credential]) -> None:
         self._credentials = {c.name: c for c in credentials}
+        self._first_walk = {
+            c.name: first_walk_limit(c.budget_per_poll, c.window_polls) for c in credentials
+        }
         self._index: dict[Key, tuple[int | None, float]] = {}
         needed: dict[str, int] = {}
         lists: dict[str, int] = {}
@@ -249,7 +245,8 @@ class CountPlan:
         else:
             priority = completed_at  # then the stalest
             fresh = 0  # a known large walk: every page waits for what the cheap ones leave
-        return CountOrder(priority=priority, max_pages=walk_page_limit(objects), fresh_pages=fresh)
+        first = self._first_walk.get(credential, MAX_WALK_PAGES)
+        return CountOrder(priority, walk_page_limit(objects, first), fresh_pages=fresh)
 
     def fresh_pages(self, credential: str) -> int | None:
         """Most pages one walk reads in the ``FRESH`` lane (None: no budget to plan for):
@@ -283,26 +280,18 @@ def lane_for(pages_read: int, fresh_pages: int | None) -> Lane:
 
 
 def counts_due(
-    account_id: str,
-    namespaces: Iterable[Namespace],
-    walking: Container[Key],
-    finished: Container[Key],
+    account_id: str, namespaces: Iterable[Namespace], *busy: Container[Key]
 ) -> list[Namespace]:
     """Namespaces of a freshly listed account whose walk starts now.
 
-    A walk still running (in ``walking``), or finished but not yet published (in
-    ``finished``), is not started again.
+    A walk still running, or finished but not yet published (each a container of ``busy``:
+    the walks, the outcomes delivered, those the snapshot holds for a later list), is not
+    started again.
     """
-    return [
-        ns
-        for ns in namespaces
-        if (key := (account_id, ns.id)) not in walking and key not in finished
-    ]
+    return [ns for ns in namespaces if not any((account_id, ns.id) in b for b in busy)]
 
 
 # -- analytics -------------------------------------------------------------------------------
-
-AnalyticsAnswer = AccountUsage | AnalyticsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,233 +334,22 @@ def analytics_due(
     return analytics_window(state, now, plan, limits=limits)
 
 
-def next_analytics(
-    previous: AnalyticsState | None,
-    account_id: str,
-    answer: tuple[Window, AnalyticsAnswer | None] | None,
-    *,
-    now: float,
-    namespace_ids: frozenset[str] | None,
-) -> AnalyticsState | None:
-    """One account's analytics after a poll (pure).
-
-    A complete answer for a window that continues the watermark is counted; an error (or no
-    answer in time: ``None``) is recorded and counts nothing, so the next poll asks for the
-    same minutes and more; a window nothing of which can be asked any more is skipped.
-    Namespaces gone from a fresh namespace list lose their series.
-    """
-    state = previous
-    if answer is not None:
-        window, result = answer
-        state = state or AnalyticsState(account_id)
-        if window.seconds == 0:
-            state = skip(state, window)
-        elif isinstance(result, AccountUsage):
-            continues = state.watermark is None or window.start - window.skipped == state.watermark
-            state = advance(state, window, result, now=now) if continues else state
-        else:
-            denied = result is not None and result.permission_denied
-            state = record_failure(state, result, denied=denied)
-    if state is not None and namespace_ids is not None:
-        known = known_namespaces(state)
-        state = forget(state, [ns for ns in known if ns not in namespace_ids])
-    return state
-
-
-# -- publishing -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Gathered:
-    """What one poll learnt, handed to :func:`publish` when it ends."""
-
-    started_at: float
-    owners: Mapping[str, str]  # account -> credential, as the poll started (or grew) it
-    discovered: Mapping[str, tuple[str, ...]]  # credential -> complete GET /accounts answer
-    lists: Mapping[str, tuple[Namespace, ...] | None]  # None: the list failed
-    listed_at: Mapping[str, float]  # account -> when its list (or its last count) ended
-    due: Mapping[str, frozenset[str]]  # account -> namespaces whose walk was to start
-    deferred: frozenset[str] = frozenset()  # credentials whose plan binds (counts may wait)
-    finished_at: float = 0.0
-    finished_all: bool = True  # every task of the poll ended before its deadline
-    # due counts that must start even when the plan binds (the cheap ones, new ones)
-    must_start: frozenset[Key] = frozenset()
-    # account -> the window asked for and its answer (None: no answer by the deadline)
-    analytics: Mapping[str, tuple[Window, AnalyticsAnswer | None]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    snapshot: Snapshot
-    consumed: frozenset[Key]  # finished walks now in the snapshot (or dropped for good)
-    stalled: tuple[str, ...] = ()  # accounts whose due counts neither ended nor moved
-
-
-def publish(
-    previous: Snapshot,
-    credentials: Sequence[Credential],
-    gathered: Gathered,
-    inflight: InFlight,
-    *,
-    stall_seconds: float,
-) -> Published:
-    """The next snapshot (pure): the staleness policy (docs/architecture.md) plus the account rule.
-
-    - Accounts: the credential's complete discovery answer decides which stay; without one
-      (late, failed), every account polled before stays, marked failed if not listed.
-    - An account whose list failed or did not end keeps its state (``last_poll_success 0``);
-      its finished walks wait for a poll that lists it.
-    - A walk is stalled when it read no page since the poll began, unless its pages queue in
-      the ``BULK`` lane (held back on purpose) and one came within ``stall_seconds``; and
-      when it has run longer than ``stall_seconds`` over a namespace that has no count yet
-      (no series at all: the poll must not look healthy). A due count that could not start
-      fails the poll unless the credential's plan binds.
-    """
-    by_name = {c.name: c for c in credentials}
-    keep_order: dict[str, str] = {}
-    candidates = [
-        (a.account_id, gathered.owners.get(a.account_id, a.credential)) for a in previous.accounts
-    ]
-    for account_id, cred in [*candidates, *gathered.owners.items()]:
-        c = by_name.get(cred)
-        if c is None:
-            continue  # its credential is no longer configured
-        answer = gathered.discovered.get(cred)
-        if answer is not None and account_id not in answer and account_id not in c.account_ids:
-            # Its credential's complete answer lacks it: another credential that reaches it
-            # takes it over (series and analytics kept); else the account is gone.
-            other = next(
-                (
-                    o.name
-                    for o in credentials
-                    if o.name != cred
-                    and (
-                        account_id in o.account_ids
-                        or account_id in gathered.discovered.get(o.name, ())
-                    )
-                ),
-                None,
-            )
-            if other is None:
-                continue
-            cred = other
-        keep_order.setdefault(account_id, cred)
-
-    consumed: set[Key] = set()
-    finished_by_account: dict[str, dict[str, Outcome]] = {}
-    for (account_id, ns_id), outcome in inflight.finished.items():
-        finished_by_account.setdefault(account_id, {})[ns_id] = outcome
-        if account_id not in keep_order:
-            consumed.add((account_id, ns_id))  # its account is gone
-
-    accounts: list[AccountSnapshot] = []
-    analytics: dict[str, AnalyticsState] = {}
-    stalled_accounts: list[str] = []
-    now = gathered.finished_at
-    for account_id, cred in keep_order.items():
-        before = previous.account(account_id)
-        namespaces = gathered.lists.get(account_id)
-        listed = account_id in gathered.lists and namespaces is not None
-        counts: dict[str, Outcome] = {}
-        stalled = False
-        if listed and namespaces is not None:
-            finished = finished_by_account.get(account_id, {})
-            listed_ids = {ns.id for ns in namespaces}
-            for ns_id, outcome in finished.items():
-                consumed.add((account_id, ns_id))
-                if ns_id in listed_ids:
-                    counts[ns_id] = outcome
-            due = gathered.due.get(account_id, frozenset())
-            for ns in namespaces:
-                if ns.id in counts:
-                    continue
-                walk = inflight.walks.get((account_id, ns.id))
-                if walk is not None:
-                    if walk.pages == 0 or walk.progressed_at < gathered.started_at:
-                        held_on_purpose = (
-                            walk.lane is Lane.BULK and now - walk.progressed_at <= stall_seconds
-                        )
-                        stalled |= not held_on_purpose
-                    never_counted = before is None or ns.id not in before.counts
-                    if never_counted and now - walk.started_at > stall_seconds:
-                        # No series at all for that long: say so (an endless cursor on a
-                        # new namespace, or a first walk far beyond the budget).
-                        stalled = True
-                elif ns.id in due and (
-                    cred not in gathered.deferred or (account_id, ns.id) in gathered.must_start
-                ):
-                    stalled = True  # due, never started, and not deferred on purpose
-        if stalled:
-            stalled_accounts.append(account_id)
-        poll = AccountPoll(
-            account_id=account_id,
-            started_at=gathered.started_at,
-            finished_at=gathered.listed_at.get(account_id, now),
-            namespaces=namespaces if listed else None,
-            counts=counts,
-            incomplete=stalled,
-        )
-        accounts.append(next_account(before, poll, credential=cred))
-        usage = next_analytics(
-            previous.analytics.get(account_id),
-            account_id,
-            gathered.analytics.get(account_id),
-            now=now,
-            namespace_ids=(
-                frozenset(ns.id for ns in namespaces) if listed and namespaces is not None else None
-            ),
-        )
-        if usage is not None:
-            analytics[account_id] = usage
-
-    discovery_complete = all(c.name in gathered.discovered for c in credentials if c.discovers)
-    complete = (
-        discovery_complete
-        and gathered.finished_all
-        and all(a.last_poll_success for a in accounts)
-        and not any(key[0] in keep_order for key in inflight.walks)
-    )
-    snapshot = Snapshot(
-        accounts=tuple(accounts),
-        generation=previous.generation + 1,
-        full_refresh_seconds=full_refresh(accounts),
-        complete=complete,
-        analytics=MappingProxyType(analytics),
-    )
-    return Published(snapshot, frozenset(consumed), tuple(stalled_accounts))
-
-
-def full_refresh(accounts: Iterable[AccountSnapshot]) -> float | None:
-    """Seconds between the last two complete counts of the slowest-refreshed namespace."""
-    periods = [
-        count.refresh_seconds
-        for account in accounts
-        for count in account.counts.values()
-        if count.refresh_seconds is not None
-    ]
-    return max(periods) if periods else None
-
-
 __all__ = [
-    "GONE",
+    "AnalyticsPlan",
     "CountOrder",
     "CountPlan",
     "Credential",
-    "Gathered",
     "InFlight",
     "Key",
-    "Outcome",
     "PollStart",
-    "Published",
     "WalkState",
+    "analytics_due",
+    "analytics_window",
     "assign_accounts",
     "counts_due",
     "estimated_pages",
-    "full_refresh",
+    "first_walk_limit",
     "lane_for",
     "poll_start",
-    "publish",
     "walk_page_limit",
 ]

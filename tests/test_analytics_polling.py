@@ -150,7 +150,7 @@ def test_a_storage_only_namespace_is_forgotten_when_it_leaves_the_inventory() ->
     from types import MappingProxyType
 
     from do_exporter.analytics import AccountUsage, Window
-    from do_exporter.planner import next_analytics
+    from do_exporter.publish import next_analytics
 
     state = AnalyticsState(ACCOUNT_A, watermark=600, stored_bytes=MappingProxyType({"idle": 9}))
     after = next_analytics(

@@ -1,26 +1,42 @@
-"""The staleness policy: how one poll changes an account's state (pure, no I/O)."""
+"""The staleness policy: how one poll changes an account's state (pure, no I/O).
+
+The data types are in :mod:`do_exporter.model`, the rule (``next_account``) in the fold.
+"""
 
 from __future__ import annotations
 
 from do_exporter.model import (
-    GONE,
     AccountPoll,
     AccountSnapshot,
+    Counted,
+    CountOutcome,
+    Failed,
+    Gone,
+    Listed,
     Namespace,
     ObjectCount,
-    next_account,
 )
+from do_exporter.publish import next_account
 
 A = "a" * 32
 N1, N2 = Namespace("n1", "one"), Namespace("n2", "two", use_sqlite=True)
 
 
-def poll(namespaces, counts, start=100.0, end=110.0) -> AccountPoll:  # type: ignore[no-untyped-def]
-    return AccountPoll(A, start, end, namespaces, counts)
+def poll(
+    namespaces: tuple[Namespace, ...] | None,
+    counts: dict[str, CountOutcome],
+    start: float = 100.0,
+    end: float = 110.0,
+) -> AccountPoll:
+    return AccountPoll(A, start, end, None if namespaces is None else Listed(namespaces), counts)
+
+
+def count(objects: int, with_data: int) -> Counted:
+    return Counted(ObjectCount(objects, with_data))
 
 
 def first() -> AccountSnapshot:
-    return next_account(None, poll((N1, N2), {"n1": ObjectCount(5, 2), "n2": ObjectCount(7, 0)}))
+    return next_account(None, poll((N1, N2), {"n1": count(5, 2), "n2": count(7, 0)}))
 
 
 def test_complete_poll_sets_counts_and_success() -> None:
@@ -36,7 +52,7 @@ def test_complete_poll_sets_counts_and_success() -> None:
 def test_failed_count_keeps_last_complete_value_and_its_time() -> None:
     """A namespace whose count failed keeps its last complete count and timestamp."""
     state = next_account(
-        first(), poll((N1, N2), {"n1": None, "n2": ObjectCount(9, 1)}, 200.0, 210.0)
+        first(), poll((N1, N2), {"n1": Failed("api"), "n2": count(9, 1)}, 200.0, 210.0)
     )
     assert state.counts["n1"].objects == 5 and state.counts["n1"].completed_at == 110.0
     assert state.counts["n2"].objects == 9 and state.counts["n2"].completed_at == 210.0
@@ -55,7 +71,7 @@ def test_failed_namespace_list_keeps_everything() -> None:
 
 
 def test_namespace_gone_from_list_loses_its_series() -> None:
-    state = next_account(first(), poll((N2,), {"n2": ObjectCount(7, 0)}))
+    state = next_account(first(), poll((N2,), {"n2": count(7, 0)}))
     assert [n.id for n in state.namespaces] == ["n2"]
     assert "n1" not in state.counts
     assert state.last_poll_success
@@ -63,14 +79,14 @@ def test_namespace_gone_from_list_loses_its_series() -> None:
 
 def test_namespace_deleted_while_counting_is_gone_not_failed() -> None:
     """A 404 between listing and counting removes the namespace; the poll still succeeds."""
-    state = next_account(first(), poll((N1, N2), {"n1": GONE, "n2": ObjectCount(1, 1)}))
+    state = next_account(first(), poll((N1, N2), {"n1": Gone(), "n2": count(1, 1)}))
     assert [n.id for n in state.namespaces] == ["n2"] and "n1" not in state.counts
     assert state.last_poll_success
 
 
 def test_namespace_not_due_keeps_its_count_without_failing() -> None:
     """A namespace left out of this poll's counts (not due) keeps its value."""
-    state = next_account(first(), poll((N1, N2), {"n2": ObjectCount(8, 0)}, 300.0, 301.0))
+    state = next_account(first(), poll((N1, N2), {"n2": count(8, 0)}, 300.0, 301.0))
     assert state.counts["n1"].completed_at == 110.0
     assert state.last_poll_success
 
@@ -79,3 +95,25 @@ def test_first_poll_failure_has_no_counts() -> None:
     state = next_account(None, poll(None, {}))
     assert not state.namespaces_listed and not state.counts
     assert (state.polls_success, state.polls_failure) == (0, 1)
+
+
+def test_filtered_list_keeps_the_totals_of_everything_listed() -> None:
+    """The namespace filter: series only for kept namespaces, totals for all listed ones."""
+    listed = Listed((N1,), total=5, sqlite=2)
+    state = next_account(None, AccountPoll(A, 0.0, 1.0, listed, {"n1": count(3, 1)}))
+    assert [n.id for n in state.namespaces] == ["n1"]
+    assert (state.namespace_count, state.sqlite_namespaces) == (5, 2)
+    gone = next_account(state, AccountPoll(A, 2.0, 3.0, listed, {"n1": Gone()}))
+    assert gone.namespaces == () and gone.namespace_count == 4
+
+
+def test_model_imports_no_logic() -> None:
+    """Data types import nothing of the package (no circle through analytics)."""
+    import ast
+    import inspect
+
+    import do_exporter.model as model
+
+    tree = ast.parse(inspect.getsource(model))
+    relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+    assert relative == []

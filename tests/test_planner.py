@@ -8,30 +8,22 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-import pytest
-
 from do_exporter.model import (
-    AccountPoll,
     AccountSnapshot,
     Namespace,
     NamespaceCount,
-    ObjectCount,
     Snapshot,
-    next_account,
 )
 from do_exporter.planner import (
     CountPlan,
     Credential,
-    Gathered,
     InFlight,
-    WalkState,
     assign_accounts,
     counts_due,
     estimated_pages,
-    full_refresh,
+    first_walk_limit,
     lane_for,
     poll_start,
-    publish,
     walk_page_limit,
 )
 from do_exporter.ratelimit import Lane, RateLimiter
@@ -66,20 +58,6 @@ def snapshot(*accounts: AccountSnapshot) -> Snapshot:
     return Snapshot(accounts=accounts, generation=5, complete=True)
 
 
-def gathered(**kwargs: object) -> Gathered:
-    base: dict[str, object] = {
-        "started_at": 1000.0,
-        "owners": {},
-        "discovered": {},
-        "lists": {},
-        "listed_at": {},
-        "due": {},
-        "finished_at": 1010.0,
-    }
-    base.update(kwargs)
-    return Gathered(**base)  # type: ignore[arg-type]
-
-
 # -- sizes ------------------------------------------------------------------------------------
 
 
@@ -93,6 +71,22 @@ def test_walk_page_limit_follows_the_last_known_size() -> None:
     assert walk_page_limit(50_000) == 5 + 1_000
     assert walk_page_limit(20_000_000) == 8_000  # four times its 2,000 pages
     assert walk_page_limit(10**12) == 100_000
+
+
+def test_a_first_walk_is_bounded_by_an_hour_of_its_budget() -> None:
+    """No count yet: an endless cursor fails after the pages an hour of budget allows.
+
+    At the default 1,000 requests per 5 minutes (any interval), 12,000 pages (120 million
+    objects); without a budget, or at a huge one, the global bound of 100,000 pages.
+    """
+    assert first_walk_limit(1000 * 60 / 300, window_polls=300 / 60) == 12_000
+    assert first_walk_limit(1000 * 30 / 300, window_polls=300 / 30) == 12_000
+    assert first_walk_limit(None, window_polls=1.0) == 100_000
+    assert first_walk_limit(10**6, window_polls=5) == 100_000
+    previous = snapshot(account(A, {"known": 50_000}, extra=("new",)))
+    plan = CountPlan(previous, [Credential("default", budget_per_poll=200, window_polls=5)])
+    assert plan.order("default", (A, "new")).max_pages == 12_000
+    assert plan.order("default", (A, "known")).max_pages == 5 + 1_000  # growth bound
 
 
 # -- the start of a poll ----------------------------------------------------------------------
@@ -146,8 +140,9 @@ def test_an_account_keeps_its_credential_while_it_reaches_it() -> None:
 
 def test_counts_due_skip_walks_running_or_waiting_to_be_published() -> None:
     nss = [Namespace("x"), Namespace("y"), Namespace("z")]
-    due = counts_due(A, nss, walking={(A, "x")}, finished={(A, "y")})
-    assert [ns.id for ns in due] == ["z"]
+    walking, delivered, pending = {(A, "x")}, {(A, "y")}, {(A, "z")}
+    assert [ns.id for ns in counts_due(A, nss, walking, delivered)] == ["z"]
+    assert counts_due(A, nss, walking, delivered, pending) == []
 
 
 # -- the order of counts ---------------------------------------------------------------------
@@ -239,39 +234,6 @@ def test_bulk_lane_keeps_half_the_window_at_the_default_interval() -> None:
     assert long.fresh_pages("default") == 500  # half a window, not half of 10 minutes
 
 
-def test_an_account_moves_to_the_credential_that_still_reaches_it() -> None:
-    """One credential's complete answer lacks it, another's has it: kept, not dropped."""
-    previous = snapshot(account(A, {"n": 10}, credential="one"))
-    creds = [Credential("one"), Credential("two")]
-    snap = publish(
-        previous,
-        creds,
-        gathered(owners={A: "one"}, discovered={"one": (), "two": (A,)}),
-        InFlight(),
-        stall_seconds=600,
-    ).snapshot
-    moved = snap.account(A)
-    assert moved is not None and moved.credential == "two" and moved.counts["n"].objects == 10
-
-
-def test_a_cheap_count_that_never_started_fails_even_when_the_plan_binds() -> None:
-    previous = snapshot(account(A, {"n": 10}))
-    result = publish(
-        previous,
-        [Credential("default", (A,))],
-        gathered(
-            owners={A: "default"},
-            lists={A: (Namespace("n"),)},
-            due={A: frozenset({"n"})},
-            deferred=frozenset({"default"}),
-            must_start=frozenset({(A, "n")}),
-        ),
-        InFlight(),
-        stall_seconds=600,
-    )
-    assert not result.snapshot.accounts[0].last_poll_success
-
-
 # -- budget over time (fake clock) ---------------------------------------------------------
 
 
@@ -336,173 +298,3 @@ def test_without_lanes_the_huge_walk_starves_them() -> None:
     """The same load through one lane (the old behaviour): small counts miss polls."""
     counted, _ = simulate(shaped=False)
     assert min(counted) < 30
-
-
-# -- publishing -------------------------------------------------------------------------------
-
-
-def test_a_late_discovery_keeps_every_account_and_marks_the_poll_failed() -> None:
-    """The bug: GET /accounts not back by the deadline emptied the snapshot. Now it keeps all."""
-    previous = snapshot(account(A, {"n": 10}), account(B, {"m": 20}))
-    result = publish(
-        previous,
-        [DISCOVER],
-        gathered(owners={A: "default", B: "default"}),  # no list, no discovery answer in time
-        InFlight(discovering=frozenset({"default"})),
-        stall_seconds=600,
-    )
-    snap = result.snapshot
-    assert [a.account_id for a in snap.accounts] == [A, B]
-    for acc, before in zip(snap.accounts, previous.accounts, strict=True):
-        assert acc.counts == before.counts and acc.namespaces == before.namespaces
-        assert not acc.last_poll_success and acc.polls_failure == 1 and acc.polls_success == 3
-    assert snap.ready and not snap.complete
-
-
-def test_a_failed_discovery_keeps_every_account() -> None:
-    previous = snapshot(account(A, {"n": 10}))
-    snap = publish(
-        previous,
-        [DISCOVER],
-        gathered(owners={A: "default"}, lists={A: (Namespace("n"),)}, due={A: frozenset()}),
-        InFlight(finished={(A, "n"): ObjectCount(11, 0)}),
-        stall_seconds=600,
-    ).snapshot
-    acc = snap.account(A)
-    assert acc is not None and acc.last_poll_success and acc.counts["n"].objects == 11
-    assert not snap.complete  # the account list itself could not be confirmed
-
-
-def test_an_account_goes_only_when_a_complete_answer_lacks_it() -> None:
-    previous = snapshot(account(A, {"n": 10}), account(B, {"m": 20}))
-    snap = publish(
-        previous,
-        [DISCOVER],
-        gathered(
-            owners={A: "default", B: "default"},
-            discovered={"default": (A,)},
-            lists={A: (Namespace("n"),)},
-            due={A: frozenset({"n"})},
-        ),
-        InFlight(finished={(A, "n"): ObjectCount(12, 0)}),
-        stall_seconds=600,
-    ).snapshot
-    assert [a.account_id for a in snap.accounts] == [A]
-    assert snap.complete
-
-
-def test_finished_walks_wait_for_a_poll_that_lists_their_account() -> None:
-    """A walk that ended while its account's list failed is kept, not consumed."""
-    previous = snapshot(account(A, {"n": 10}))
-    inflight = InFlight(finished={(A, "n"): ObjectCount(12, 0)})
-    failed = publish(
-        previous,
-        [Credential("default", (A,))],
-        gathered(owners={A: "default"}, lists={A: None}),
-        inflight,
-        stall_seconds=600,
-    )
-    assert failed.consumed == frozenset()
-    ok = publish(
-        failed.snapshot,
-        [Credential("default", (A,))],
-        gathered(owners={A: "default"}, lists={A: (Namespace("n"),)}, due={A: frozenset()}),
-        inflight,
-        stall_seconds=600,
-    )
-    assert ok.consumed == {(A, "n")}
-    assert ok.snapshot.account(A).counts["n"].objects == 12  # type: ignore[union-attr]
-
-
-def walk(progressed_at: float, pages: int, lane: Lane) -> WalkState:
-    return WalkState(started_at=0.0, progressed_at=progressed_at, pages=pages, lane=lane)
-
-
-@pytest.mark.parametrize(
-    ("state", "stalled"),
-    [
-        (walk(1005.0, 40, Lane.FRESH), False),  # a page this poll: moving
-        (walk(900.0, 40, Lane.FRESH), True),  # no page this poll: a block or a hung API
-        (walk(1005.0, 0, Lane.FRESH), True),  # its first request never answered
-        (walk(800.0, 400, Lane.BULK), False),  # held back on purpose, recently moved
-        (walk(100.0, 400, Lane.BULK), True),  # held back, but silent for too long
-    ],
-)
-def test_walks_in_flight_fail_the_poll_only_when_stalled(state: WalkState, stalled: bool) -> None:
-    previous = snapshot(account(A, {"n": 10, "big": 4_000_000}))
-    result = publish(
-        previous,
-        [Credential("default", (A,))],
-        gathered(
-            owners={A: "default"},
-            lists={A: (Namespace("n"), Namespace("big"))},
-            due={A: frozenset({"n"})},
-        ),
-        InFlight(walks={(A, "big"): state}, finished={(A, "n"): ObjectCount(11, 0)}),
-        stall_seconds=600,
-    )
-    acc = result.snapshot.account(A)
-    assert acc is not None and acc.last_poll_success is not stalled
-    assert result.stalled == ((A,) if stalled else ())
-    assert acc.counts["big"].objects == 4_000_000  # the last complete count stays
-
-
-def test_a_long_first_walk_of_a_namespace_without_series_fails_the_poll() -> None:
-    """A new namespace whose first walk runs for long (an endless cursor) is not healthy."""
-    previous = snapshot(account(A, {"n": 10}, extra=("new",)))
-    creds = [Credential("default", (A,))]
-
-    def poll(started_at: float) -> bool:
-        walk = WalkState(started_at=started_at, progressed_at=1005.0, pages=900)
-        result = publish(
-            previous,
-            creds,
-            gathered(owners={A: "default"}, lists={A: (Namespace("n"), Namespace("new"))}),
-            InFlight(walks={(A, "new"): walk}, finished={(A, "n"): ObjectCount(11, 0)}),
-            stall_seconds=600,
-        )
-        return result.snapshot.accounts[0].last_poll_success
-
-    assert poll(started_at=800.0)  # moving, for 210 s: fine
-    assert not poll(started_at=100.0)  # moving, but 910 s without any count: failing
-
-
-def test_a_due_count_that_never_started_fails_unless_the_budget_deferred_it() -> None:
-    previous = snapshot(account(A, {"n": 10}))
-    args = {
-        "owners": {A: "default"},
-        "lists": {A: (Namespace("n"),)},
-        "due": {A: frozenset({"n"})},
-        "finished_all": False,
-    }
-    creds = [Credential("default", (A,))]
-    failed = publish(previous, creds, gathered(**args), InFlight(), stall_seconds=600)
-    assert not failed.snapshot.accounts[0].last_poll_success
-    deferred = publish(
-        previous,
-        creds,
-        gathered(**args, deferred=frozenset({"default"})),
-        InFlight(),
-        stall_seconds=600,
-    )
-    assert deferred.snapshot.accounts[0].last_poll_success
-    assert not deferred.snapshot.complete
-
-
-def test_refresh_seconds_and_full_refresh() -> None:
-    """Each new count records the time since the previous one; the gauge is the slowest."""
-    ns = (Namespace("x"), Namespace("y"))
-    state = next_account(
-        None, AccountPoll(A, 0, 10, ns, {"x": ObjectCount(1, 0), "y": ObjectCount(1, 0)})
-    )
-    assert full_refresh([state]) is None  # nothing refreshed twice yet
-    state = next_account(state, AccountPoll(A, 300, 310, ns, {"x": ObjectCount(2, 0)}))
-    state = next_account(
-        state,
-        AccountPoll(
-            A, 600, 610, ns, {"x": ObjectCount(3, 0), "y": ObjectCount(5, 0, completed_at=905.0)}
-        ),
-    )
-    assert state.counts["x"].refresh_seconds == 300
-    assert state.counts["y"].refresh_seconds == 895  # 10 -> 905: walked across intervals
-    assert full_refresh([state]) == 895

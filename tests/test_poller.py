@@ -1,32 +1,33 @@
-"""The poller against the simulator over real HTTP: values, request counts, failures."""
+"""The poller: values, request counts and failures against the simulator over real HTTP;
+deadlines, carried-over walks and hung requests against a scripted client on a fake clock.
+
+No test here waits for wall time to pass: a "slow" request is held on a gate the test
+opens, and a poll's deadline comes when the test moves the :class:`FakeClock`.
+"""
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from do_exporter.cloudflare import CloudflareClient
-from do_exporter.model import Snapshot
+from do_exporter.cloudflare import CloudflareAPIError, CloudflareClient
+from do_exporter.model import Account, Namespace, ObjectCount, Snapshot
+from do_exporter.nsfilter import NamespaceFilter
 from do_exporter.poller import Poller
+from do_exporter.ratelimit import Cancelled, Lane
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, ns, scenario
+from tests.support import SAFETY_TIMEOUT, FakeClock, wait_until
 
 MakeSim = Callable[..., Simulator]
 MakeClient = Callable[..., CloudflareClient]
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait for background work to end (instead of sleeping for as long as it may take)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.01)
 
 
 def idle(poller: Poller) -> bool:
@@ -192,53 +193,6 @@ def test_namespace_deleted_between_listing_and_counting(
     assert gone not in account.counts
 
 
-def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
-    """At the deadline the poll publishes what it has; the slow walk joins the next poll."""
-
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20), ns(3, 30)]}))
-    slow = f"{3:032x}"
-    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=1.5, count=1)
-    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
-    first = poller.poll(Snapshot(), deadline=time.time() + 0.7)
-    account = first.account(ACCOUNT_A)
-    assert account is not None
-    assert set(account.counts) == {f"{1:032x}", f"{2:032x}"}  # the slow one is not there yet
-    # Its only request hung through the whole poll: no progress, so the poll is not a success.
-    assert not account.last_poll_success
-    assert not first.complete and poller.inflight() == 1
-
-    wait_until(lambda: poller.inflight() == 0, "the slow walk ends in the background")
-    sim.reset_stats()
-    second = poller.poll(first, deadline=time.time() + 5)
-    # Its finished walk is used as it is, not repeated: only the two others are walked.
-    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 2
-    account = second.account(ACCOUNT_A)
-    assert account is not None and second.complete
-    assert account.counts[slow].objects == 30
-    # The carried-over count keeps its own completion time, earlier than this poll's counts.
-    assert account.counts[slow].completed_at < account.counts[f"{1:032x}"].completed_at
-
-
-def test_walk_in_flight_is_not_started_twice(make_sim: MakeSim, make_client: MakeClient) -> None:
-    """A namespace whose walk outlived one poll is skipped by the next, not walked again."""
-
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
-    slow = f"{2:032x}"
-    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=2.0, count=1)
-    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
-    first = poller.poll(Snapshot(), deadline=time.time() + 0.5)
-    sim.reset_stats()
-    second = poller.poll(first, deadline=time.time() + 0.5)
-    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 1  # only namespace 1
-    account = second.account(ACCOUNT_A)
-    assert account is not None and slow not in account.counts
-    wait_until(lambda: poller.inflight() == 0, "the slow walk ends")
-    third = poller.poll(second, deadline=time.time() + 5)
-    assert third.account(ACCOUNT_A).counts[slow].objects == 20  # type: ignore[union-attr]
-
-
 @pytest.mark.parametrize("fault", ["drop", "disconnect", "truncated", "invalid_json"])
 def test_broken_answers_are_retried_or_failed_never_miscounted(
     make_sim: MakeSim, make_client: MakeClient, fault: str
@@ -259,91 +213,309 @@ def test_broken_answers_are_retried_or_failed_never_miscounted(
         assert not account.last_poll_success and f"{1:032x}" not in account.counts
 
 
-def test_walk_progressing_across_the_deadline_is_not_a_failure(
+def test_namespace_filter_skips_walks_and_series_but_not_the_totals(
     make_sim: MakeSim, make_client: MakeClient
 ) -> None:
-    """A long walk that moves during the poll is in progress, not stalled: the poll succeeds."""
+    """A filtered-out namespace gets no walk and no series; the account's totals count it."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20), ns(3, 30)]}))
+    names = {
+        n.id: n.name
+        for n in Poller(make_client(sim.api_url)).poll(Snapshot()).accounts[0].namespaces
+    }
+    sim.reset_stats()
+    kept = {f"{1:032x}", f"{3:032x}"}
+    pattern = "|".join(re.escape(names[n] or "") for n in kept)
+    poller = Poller(
+        make_client(sim.api_url),
+        account_ids=(ACCOUNT_A,),
+        namespace_filter=NamespaceFilter(include=re.compile(pattern)),
+    )
+    account = poller.poll(Snapshot()).account(ACCOUNT_A)
+    assert account is not None and account.last_poll_success
+    assert {n.id for n in account.namespaces} == set(account.counts) == kept
+    assert account.namespace_count == 3
+    assert requests_to(sim, "objects") == 2  # no walk of the filtered namespace
 
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 35_000)]}))
-    big = f"{2:032x}"
-    sim.inject("delay", endpoint="objects", namespace_id=big, seconds=0.4, count=None)
-    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
-    first = poller.poll(Snapshot(), deadline=time.time() + 1.0)
+
+def test_an_endless_cursor_on_a_first_walk_fails_at_an_hour_of_budget(
+    make_sim: MakeSim, make_client: MakeClient
+) -> None:
+    """No count yet and a cursor that never ends: the walk stops at the pages an hour of the
+    credential's budget allows (5 a poll, one poll a window: 60), counted, not 100,000."""
+    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}, max_limit=10))
+    endless = f"{2:032x}"
+    sim.inject("endless_cursor", endpoint="objects", namespace_id=endless, count=None)
+    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,), budget_per_poll=5)
+    with capture_logs() as logs:
+        snap = poller.poll(Snapshot())
+    account = snap.account(ACCOUNT_A)
+    assert account is not None and not account.last_poll_success
+    assert endless not in account.counts and account.counts[f"{1:032x}"].objects == 10
+    assert requests_to(sim, "objects") == 1 + 60
+    guard = [e for e in logs if e["event"] == "API pagination error"]
+    assert [e["error"] for e in guard] == ["more than 60 pages (walk guard)"]
+
+
+# -- deadlines and hung requests: a scripted client on a fake clock -------------------------
+
+
+class FakeApi:
+    """A scripted :class:`~do_exporter.source.ApiClient`: accounts -> namespace -> objects.
+
+    Every request is counted under a key (``("accounts",)``, ``("list", account)``,
+    ``("page", account, namespace, n)``); :meth:`hold` makes the request with that key wait
+    until the test opens the gate it returns; :meth:`fail` makes it raise.
+    """
+
+    def __init__(self, accounts: dict[str, dict[str, int]], page: int = 10) -> None:
+        self.accounts = accounts
+        self.page = page
+        self.latency: float | None = None
+        self.calls: Counter[tuple[Any, ...]] = Counter()
+        self.ended: Counter[tuple[Any, ...]] = Counter()
+        self._gates: dict[tuple[Any, ...], threading.Event] = {}
+        self._errors: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def requests_made(self) -> int:
+        return sum(self.calls.values())
+
+    def hold(self, *key: Any) -> threading.Event:
+        gate = self._gates[key] = threading.Event()
+        return gate
+
+    def fail(self, *key: Any, times: int = 1) -> None:
+        self._errors[key] = times
+
+    def requests(self, kind: str) -> int:
+        return sum(n for key, n in self.calls.items() if key[0] == kind)
+
+    def _request(self, *key: Any) -> None:
+        with self._lock:
+            self.calls[key] += 1
+            failing = self._errors.get(key, 0) > 0
+            if failing:
+                self._errors[key] -= 1
+        gate = self._gates.get(key)
+        if gate is not None:
+            gate.wait(SAFETY_TIMEOUT)
+        with self._lock:
+            self.ended[key] += 1
+        if failing:
+            raise CloudflareAPIError(
+                "scripted failure", endpoint=str(key[0]), kind="http", status=500
+            )
+
+    def list_accounts(self) -> list[Account]:
+        self._request("accounts")
+        return [Account(a) for a in self.accounts]
+
+    def list_namespaces(self, account_id: str) -> list[Namespace]:
+        self._request("list", account_id)
+        return [Namespace(n, n) for n in self.accounts[account_id]]
+
+    def count_objects(
+        self,
+        account_id: str,
+        namespace_id: str,
+        progress: Callable[[int], None] | None = None,
+        *,
+        max_pages: int | None = None,
+        lane: Callable[[int], Lane] | None = None,
+    ) -> ObjectCount:
+        objects = self.accounts[account_id][namespace_id]
+        pages = max(1, math.ceil(objects / self.page))
+        for n in range(1, pages + 1):
+            self._request("page", account_id, namespace_id, n)
+            if progress is not None:
+                progress(n)
+        return ObjectCount(objects, 0, pages)
+
+    def graphql(self, account_id: str, body: Any) -> Any:
+        raise AssertionError("no analytics in these tests")
+
+
+def open_all(gates: Iterable[threading.Event]) -> None:
+    for gate in gates:
+        gate.set()
+
+
+class Polls:
+    """Runs polls of one poller on a fake clock: the deadline comes when the test says."""
+
+    def __init__(self, api: FakeApi, **poller_args: Any) -> None:
+        self.api = api
+        self.clock = FakeClock(1_000_000.0)
+        poller_args.setdefault("account_ids", tuple(api.accounts))
+        self.poller = Poller(api, clock=self.clock, **poller_args)
+
+    def until(self, previous: Snapshot, ready: Callable[[], bool], what: str) -> Snapshot:
+        """A poll whose deadline passes once ``ready()`` holds (its work got that far), unless
+        it ended before (every task it started ended)."""
+        out: list[Snapshot] = []
+        deadline = self.clock.now + 30.0
+        thread = threading.Thread(
+            target=lambda: out.append(self.poller.poll(previous, deadline=deadline)), daemon=True
+        )
+        thread.start()
+        wait_until(lambda: ready() or not thread.is_alive(), what)  # or it ended: nothing hung
+        self.clock.advance(30.0)
+        thread.join(SAFETY_TIMEOUT)
+        assert out, "the poll ended at its deadline"
+        return out[0]
+
+    def complete(self, previous: Snapshot) -> Snapshot:
+        """A poll that waits for all of its work (no deadline)."""
+        self.clock.advance(30.0)
+        return self.poller.poll(previous)
+
+    def idle(self) -> bool:
+        return idle(self.poller)
+
+
+N1, N2, N3 = "n1", "n2", "n3"
+
+
+def test_deadline_publishes_fast_namespaces_and_carries_slow_walks_over() -> None:
+    """At the deadline the poll publishes what it has; the slow walk joins the next poll."""
+    api = FakeApi({ACCOUNT_A: {N1: 10, N2: 20, N3: 30}})
+    gate = api.hold("page", ACCOUNT_A, N3, 1)
+    polls = Polls(api)
+    first = polls.until(
+        Snapshot(),
+        lambda: polls.poller.delivered() == 2 and api.calls[("page", ACCOUNT_A, N3, 1)] == 1,
+        "the fast walks end, the slow one hangs",
+    )
+    account = first.account(ACCOUNT_A)
+    assert account is not None
+    assert set(account.counts) == {N1, N2}  # the slow one is not there yet
+    # Its only request hung through the whole poll: no progress, so the poll is not a success.
+    assert not account.last_poll_success
+    assert not first.complete and polls.poller.inflight() == 1
+
+    gate.set()
+    wait_until(lambda: polls.poller.inflight() == 0, "the slow walk ends in the background")
+    before = api.requests("page")
+    second = polls.complete(first)
+    # Its finished walk is used as it is, not repeated: only the two others are walked.
+    assert api.requests("page") - before == 1 + 2
+    account = second.account(ACCOUNT_A)
+    assert account is not None and second.complete
+    assert account.counts[N3].objects == 30
+    # The carried-over count keeps its own completion time, earlier than this poll's counts.
+    assert account.counts[N3].completed_at < account.counts[N1].completed_at
+
+
+def test_walk_in_flight_is_not_started_twice() -> None:
+    """A namespace whose walk outlived one poll is skipped by the next, not walked again."""
+    api = FakeApi({ACCOUNT_A: {N1: 10, N2: 20}})
+    gate = api.hold("page", ACCOUNT_A, N2, 1)
+    polls = Polls(api)
+
+    def ready() -> bool:  # N1 counted, N2's walk hangs
+        return polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 1)] == 1
+
+    first = polls.until(Snapshot(), ready, "poll 1")
+    second = polls.until(first, ready, "poll 2")
+    assert api.calls[("page", ACCOUNT_A, N2, 1)] == 1  # never requested twice
+    account = second.account(ACCOUNT_A)
+    assert account is not None and N2 not in account.counts
+    gate.set()
+    wait_until(lambda: polls.poller.inflight() == 0, "the slow walk ends")
+    third = polls.complete(second)
+    assert third.account(ACCOUNT_A).counts[N2].objects == 20  # type: ignore[union-attr]
+    assert api.calls[("page", ACCOUNT_A, N2, 1)] == 1
+
+
+def test_walk_progressing_across_the_deadline_is_not_a_failure() -> None:
+    """A long walk that moves during the poll is in progress, not stalled: the poll succeeds."""
+    api = FakeApi({ACCOUNT_A: {N1: 10, N2: 35}})
+    gate = api.hold("page", ACCOUNT_A, N2, 3)  # two pages read, the third held
+    polls = Polls(api)
+    first = polls.until(
+        Snapshot(),
+        lambda: polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 3)] == 1,
+        "N1 counted, two pages of the big walk read",
+    )
     account = first.account(ACCOUNT_A)
     assert account is not None and account.last_poll_success
-    assert big not in account.counts and poller.inflight() == 1
-    sim.clear_faults()
-    wait_until(lambda: poller.inflight() == 0, "the big walk ends")
-    second = poller.poll(first, deadline=time.time() + 5)
-    assert second.account(ACCOUNT_A).counts[big].objects == 35_000  # type: ignore[union-attr]
+    assert N2 not in account.counts and polls.poller.inflight() == 1
+    gate.set()
+    wait_until(lambda: polls.poller.inflight() == 0, "the big walk ends")
+    second = polls.complete(first)
+    assert second.account(ACCOUNT_A).counts[N2].objects == 35  # type: ignore[union-attr]
 
 
-def test_stuck_namespace_list_is_not_requested_again(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
+def test_stuck_namespace_list_is_not_requested_again() -> None:
     """A list request hanging past the deadline is not repeated by the next poll (no pile-up)."""
-
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    sim.inject("delay", endpoint="namespaces", seconds=2.0, count=1)
-    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
-    first = poller.poll(Snapshot(), deadline=time.time() + 0.5)
-    second = poller.poll(first, deadline=time.time() + 0.5)
-    assert sum(sim.stats()["requests"].get("namespaces", {}).values()) == 1
+    api = FakeApi({ACCOUNT_A: {N1: 10}})
+    gate = api.hold("list", ACCOUNT_A)
+    polls = Polls(api)
+    listing = lambda: api.calls[("list", ACCOUNT_A)] == 1  # noqa: E731
+    first = polls.until(Snapshot(), listing, "the list request")
+    second = polls.until(first, listing, "a second poll")
+    assert api.calls[("list", ACCOUNT_A)] == 1
     assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
-    wait_until(lambda: idle(poller), "the hung list answers (2 s after it was sent)")
-    third = poller.poll(second, deadline=time.time() + 5)
+    gate.set()
+    wait_until(polls.idle, "the hung list answers")
+    third = polls.complete(second)
     assert third.complete
 
 
-def test_carried_over_walk_survives_a_failed_list(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
+def test_carried_over_walk_survives_a_failed_list() -> None:
     """A walk that ended after its poll is kept when the next list fails, not walked again."""
-
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 20)]}))
-    slow = f"{2:032x}"
-    sim.inject("delay", endpoint="objects", namespace_id=slow, seconds=1.0, count=1)
-    poller = Poller(make_client(sim.api_url), account_ids=(ACCOUNT_A,))
-    first = poller.poll(Snapshot(), deadline=time.time() + 0.4)
-    wait_until(lambda: poller.inflight() == 0, "the slow walk ends after its poll")
-    sim.inject("status", endpoint="namespaces", status=500, count=4)
-    second = poller.poll(first, deadline=time.time() + 5)
+    api = FakeApi({ACCOUNT_A: {N1: 10, N2: 20}})
+    gate = api.hold("page", ACCOUNT_A, N2, 1)
+    polls = Polls(api)
+    first = polls.until(
+        Snapshot(),
+        lambda: polls.poller.delivered() == 1 and api.calls[("page", ACCOUNT_A, N2, 1)] == 1,
+        "N1 counted, the slow walk hangs",
+    )
+    gate.set()
+    wait_until(lambda: polls.poller.inflight() == 0, "the slow walk ends after its poll")
+    api.fail("list", ACCOUNT_A)
+    second = polls.complete(first)
     assert not second.account(ACCOUNT_A).last_poll_success  # type: ignore[union-attr]
-    sim.reset_stats()
-    third = poller.poll(second, deadline=time.time() + 5)
+    assert set(second.pending) == {(ACCOUNT_A, N2)}  # held for a poll that lists A
+    before = api.calls.copy()
+    third = polls.complete(second)
     account = third.account(ACCOUNT_A)
-    assert account is not None and account.counts[slow].objects == 20
-    assert sum(sim.stats()["requests"].get("objects", {}).values()) == 1  # namespace 1 only
+    assert account is not None and account.counts[N2].objects == 20
+    assert api.calls[("page", ACCOUNT_A, N2, 1)] == before[("page", ACCOUNT_A, N2, 1)]
+    assert api.calls[("page", ACCOUNT_A, N1, 1)] == before[("page", ACCOUNT_A, N1, 1)] + 1
 
 
-def test_cancel_interrupts_a_hanging_discovery(make_sim: MakeSim, make_client: MakeClient) -> None:
+def test_cancel_interrupts_a_hanging_discovery() -> None:
     """Shutdown does not wait for GET /accounts: discovery runs on a daemon worker."""
-    import threading
-
-    from do_exporter.ratelimit import Cancelled
-
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10)]}))
-    sim.inject("delay", endpoint="accounts", seconds=30, count=1)
+    api = FakeApi({ACCOUNT_A: {N1: 10}})
+    gate = api.hold("accounts")
     cancel = threading.Event()
-    poller = Poller(make_client(sim.api_url, cancel=cancel), cancel=cancel)
-    threading.Timer(0.3, cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(Cancelled):
-        poller.poll(Snapshot())
-    assert time.monotonic() - started < 3
+    poller = Poller(api, cancel=cancel, clock=FakeClock())
+    threading.Thread(
+        target=lambda: (
+            wait_until(lambda: api.calls[("accounts",)] == 1, "discovery"),
+            cancel.set(),
+        ),
+        daemon=True,
+    ).start()
+    try:
+        with pytest.raises(Cancelled):
+            poller.poll(Snapshot())  # no deadline: only the cancel ends it
+    finally:
+        gate.set()
 
 
 # -- discovery mode: an account goes only when a complete GET /accounts answer lacks it ------
 
 
-def discovery_baseline(
-    make_sim: MakeSim, make_client: MakeClient, **poller_args: Any
-) -> tuple[Simulator, Poller, Snapshot]:
-    sim = make_sim(scenario({ACCOUNT_A: [ns(1, 10), ns(2, 25_000)], ACCOUNT_B: [ns(3, 20)]}))
-    poller = Poller(make_client(sim.api_url), **poller_args)
-    first = poller.poll(Snapshot())
-    assert_matches_simulator(first, sim)
-    return sim, poller, first
+def discovery_baseline(**poller_args: Any) -> tuple[FakeApi, Polls, Snapshot]:
+    api = FakeApi({ACCOUNT_A: {N1: 10, N2: 250}, ACCOUNT_B: {N3: 20}})
+    polls = Polls(api, account_ids=(), **poller_args)
+    first = polls.complete(Snapshot())
+    assert [a.account_id for a in first.accounts] == [ACCOUNT_A, ACCOUNT_B] and first.complete
+    return api, polls, first
 
 
 def assert_kept(snap: Snapshot, before: Snapshot, *, success: bool | None) -> None:
@@ -357,79 +529,79 @@ def assert_kept(snap: Snapshot, before: Snapshot, *, success: bool | None) -> No
     assert snap.ready
 
 
-def test_slow_discovery_keeps_every_account(make_sim: MakeSim, make_client: MakeClient) -> None:
+def test_slow_discovery_keeps_every_account() -> None:
     """GET /accounts slower than the poll: the known accounts are polled and kept, every poll."""
-
-    sim, poller, snap = discovery_baseline(make_sim, make_client)
-    sim.inject("delay", endpoint="accounts", seconds=1.5, count=None)
+    api, polls, snap = discovery_baseline()
+    gate = api.hold("accounts")
     for _ in range(3):
-        before, snap = snap, poller.poll(snap, deadline=time.time() + 0.5)
+
+        def lists_done() -> bool:  # every walk of this poll ended
+            return polls.poller.delivered() == 3
+
+        before, snap = snap, polls.until(snap, lists_done, "the known accounts' lists and walks")
         assert_kept(snap, before, success=True)  # their own lists and counts were read
         assert not snap.complete  # but the account list itself was not confirmed
+    assert api.calls[("accounts",)] == 2  # the hung discovery was not asked again
+    gate.set()
 
 
-def test_late_discovery_answer_removes_a_gone_account_next_poll(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
+def test_late_discovery_answer_removes_a_gone_account_next_poll() -> None:
     """A late answer is not thrown away: the next poll starts from it."""
-
-    sim, poller, first = discovery_baseline(make_sim, make_client)
-    sim.inject("delay", endpoint="accounts", seconds=0.6, count=1)
-    sim.remove_account(ACCOUNT_B)
-    second = poller.poll(first, deadline=time.time() + 0.3)
+    api, polls, first = discovery_baseline()
+    gate = api.hold("accounts")
+    second = polls.until(first, lambda: api.calls[("accounts",)] == 2, "the discovery request")
     assert {a.account_id for a in second.accounts} == {ACCOUNT_A, ACCOUNT_B}
-    # The delayed answer (without B) arrives after that poll.
-    wait_until(lambda: idle(poller), "the late discovery answer")
-    third = poller.poll(second, deadline=time.time() + 5)
+    del api.accounts[ACCOUNT_B]  # the held answer, sent after that poll, lacks B
+    gate.set()
+    wait_until(polls.idle, "the late discovery answer")
+    third = polls.complete(second)
     assert [a.account_id for a in third.accounts] == [ACCOUNT_A]
 
 
-def test_rate_limit_block_longer_than_the_poll_keeps_every_account(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
-    """A 429 block pauses discovery and every list past the deadline: all series stay."""
-
-    sim, poller, first = discovery_baseline(make_sim, make_client)
-    sim.inject("status", status=429, code=971, retry_after=1, count=3)
-    second = poller.poll(first, deadline=time.time() + 0.4)
+def test_a_block_longer_than_the_poll_keeps_every_account() -> None:
+    """Discovery and every list held past the deadline (a rate-limit pause): all series stay."""
+    api, polls, first = discovery_baseline()
+    gates = [api.hold("accounts"), api.hold("list", ACCOUNT_A), api.hold("list", ACCOUNT_B)]
+    held = lambda: api.calls[("list", ACCOUNT_A)] == 2 and api.calls[("list", ACCOUNT_B)] == 2  # noqa: E731
+    second = polls.until(first, held, "the held requests")
     assert_kept(second, first, success=False)  # the lists were held by the pause
-    wait_until(lambda: idle(poller), "the lists held by the pause end")
-    third = poller.poll(second, deadline=time.time() + 5)
-    assert third.complete
-    assert_matches_simulator(third, sim)
+    open_all(gates)
+    wait_until(polls.idle, "the held requests end")
+    third = polls.complete(second)
+    assert third.complete and third.account(ACCOUNT_A).counts[N2].objects == 250  # type: ignore[union-attr]
 
 
-def test_walks_holding_every_worker_do_not_hold_up_lists(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
+def test_walks_holding_every_worker_do_not_hold_up_lists() -> None:
     """With the only walk thread busy on a carried-over walk, discovery and lists still run."""
+    api, polls, first = discovery_baseline(max_workers=1)
+    gate = api.hold("page", ACCOUNT_A, N2, 1)
 
-    sim, poller, first = discovery_baseline(make_sim, make_client, max_workers=1)
-    big = f"{2:032x}"
-    sim.inject("delay", endpoint="objects", namespace_id=big, seconds=1.0, count=None)
-    sim.add_objects(ACCOUNT_A, big, 10_000)  # the next walk of it takes 3 slow pages
-    second = poller.poll(first, deadline=time.time() + 0.5)
-    assert poller.inflight() == 1  # the big walk holds the only walk thread
-    third = poller.poll(second, deadline=time.time() + 0.5)
+    def holding(n: int) -> Callable[[], bool]:  # poll n: discovery, both lists, N1's walk
+        return lambda: (
+            api.ended[("accounts",)] == n
+            and api.ended[("list", ACCOUNT_A)] == n
+            and api.ended[("list", ACCOUNT_B)] == n
+            and api.calls[("page", ACCOUNT_A, N2, 1)] == 2
+        )
+
+    second = polls.until(first, holding(2), "the big walk holds the only walk thread")
+    assert polls.poller.inflight() == 1
+    third = polls.until(second, holding(3), "the next poll's lists")
     for before, after in ((first, second), (second, third)):
         assert_kept(after, before, success=None)  # B's count could not start: may fail
-    requests = sim.stats()["requests"]
-    assert requests["accounts"]["200"] == 3  # discovery ran every poll
-    assert requests["namespaces"]["200"] == 6  # and every account was listed every poll
+    assert api.calls[("accounts",)] == 3  # discovery ran every poll
+    assert api.requests("list") == 6  # and every account was listed every poll
+    gate.set()
 
 
-def test_workers_follow_the_api_latency_not_our_own_cpu(
-    make_sim: MakeSim, make_client: MakeClient
-) -> None:
-    """A fast API needs few walk threads: the count starts at 4 and stays low, not at 64."""
-    sim = make_sim(scenario({ACCOUNT_A: [ns(i, 30_000) for i in range(40)]}))
-    poller = Poller(
-        make_client(sim.api_url), account_ids=(ACCOUNT_A,), max_workers=64, burst_rate=100
-    )
+def test_workers_follow_the_api_latency() -> None:
+    """Walk threads = burst rate x latency x 1.25, between 4 and max_workers."""
+    api = FakeApi({ACCOUNT_A: {N1: 10}})
+    poller = Poller(api, account_ids=(ACCOUNT_A,), max_workers=64, burst_rate=100)
     assert poller.workers() == 4  # nothing known yet: start small, grow with answers
-    snap = poller.poll(Snapshot())
-    assert_matches_simulator(snap, sim)
-    assert poller.workers() <= 16  # latency to the response head on loopback: milliseconds
-    sim.inject("delay", endpoint="objects", seconds=0.3, count=None)
-    poller.poll(snap)
-    assert poller.workers() >= 30  # 100/s x 0.3 s x 1.25: a slow API gets more threads
+    api.latency = 0.005
+    assert poller.workers() == 4  # a fast API needs few threads
+    api.latency = 0.3
+    assert poller.workers() == 38  # 100/s x 0.3 s x 1.25: a slow API gets more threads
+    api.latency = 10.0
+    assert poller.workers() == 64

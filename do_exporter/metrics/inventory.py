@@ -48,7 +48,7 @@ def _account_rows(snapshot: Snapshot) -> dict[c.Family, list[Row]]:
         if account.last_poll_duration is not None:
             rows[c.LAST_POLL_DURATION].append((acc, account.last_poll_duration))
         if account.namespaces_listed:  # never read: a 0 here would be a lie
-            rows[c.NAMESPACES].append((acc, float(len(account.namespaces))))
+            rows[c.NAMESPACES].append((acc, float(account.namespace_count)))
             rows[c.SQLITE_NAMESPACES].append((acc, float(account.sqlite_namespaces)))
     if snapshot.full_refresh_seconds is not None:
         rows[c.FULL_REFRESH].append(((), snapshot.full_refresh_seconds))
