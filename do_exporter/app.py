@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .check import describe_error
+from .apifacts import PER_SECOND_LIMIT
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
 from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
@@ -46,7 +47,6 @@ from .webconfig import WebConfig
 log = structlog.get_logger("do_exporter.app")
 
 # Cloudflare also limits each client IP to 200 requests a second; stay well below it.
-PER_SECOND_LIMIT = 100
 # A scheduled poll publishes what it has this long before the next one is due.
 DEADLINE_MARGIN = 0.1
 # Seconds shutdown waits, in all, for cancelled jobs to end (they are not waited for beyond).
@@ -136,6 +136,7 @@ class Exporter:
             max_workers=config.max_concurrency,
             burst_rate=PER_SECOND_LIMIT,
             cancel=self.cancel,
+            namespace_filter=config.namespace_filter,
         )
         self.store = SnapshotStore(enabled=config.collectors)
         self._estimated = False

@@ -32,6 +32,7 @@ from typing import TextIO
 
 import requests
 
+from .apifacts import PER_SECOND_LIMIT
 from .analytics import AnalyticsError, Window, as_usage, build_request, decode_answer, floor_minute
 from .cloudflare import (
     ACCOUNT_OWNED,
@@ -388,7 +389,9 @@ def run_check(
                 session,
                 api_url or config.api_url,
                 credential.token,
-                limiter=RateLimiter(credential.api_rate_limit, RATE_LIMIT_WINDOW, per_second=100),
+                limiter=RateLimiter(
+                    credential.api_rate_limit, RATE_LIMIT_WINDOW, per_second=PER_SECOND_LIMIT
+                ),
                 timeout=config.api_timeout,
                 retry=CHECK_RETRY,
                 observer=observer,

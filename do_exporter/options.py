@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .apifacts import RATE_LIMIT_WINDOW
 from .metrics.groups import GROUPS
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
@@ -23,7 +24,6 @@ MIN_INTERVAL = 10.0
 MAX_INTERVAL = 86_400.0
 DEFAULT_LISTEN = ":9877"
 DEFAULT_RATE_LIMIT = 1000
-RATE_LIMIT_WINDOW = 300.0
 MAX_RATE_LIMIT = 100_000
 # Requests per Cloudflare rate-limit window left to the user's other tools: 20% of 1,200.
 DEFAULT_API_RESERVE = 240

@@ -21,6 +21,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .apifacts import OBJECTS_PER_PAGE, RATE_LIMIT_WINDOW
 from .analytics import (
     DEFAULT_LIMITS,
     DEFAULT_TOP_OBJECTS,
@@ -34,7 +35,6 @@ from .metrics.groups import GROUPS
 from .model import Key, Namespace, Snapshot
 from .ratelimit import Lane
 
-OBJECTS_PER_PAGE = 10_000  # the API's maximum page size, asked for by every walk
 FRESH_SHARE = 0.5  # share of an interval's budget kept for the cheapest namespaces
 RESERVE_MARGIN = 1.25  # head-room on what cheap namespaces and lists need per window
 # A walk may read this many times the pages its namespace last needed, plus GROWTH_PAGES,
@@ -43,7 +43,6 @@ RESERVE_MARGIN = 1.25  # head-room on what cheap namespaces and lists need per w
 GROWTH_FACTOR = 4
 GROWTH_PAGES = 1_000
 MAX_WALK_PAGES = 100_000  # no walk reads more: 1 billion objects
-RATE_WINDOW = 300.0  # seconds: the API's rate-limit window (config.RATE_LIMIT_WINDOW)
 # A first walk (a namespace with no count yet) may read what its credential's budget allows
 # in this long: a cursor that never ends fails then, not after MAX_WALK_PAGES.
 FIRST_WALK_SECONDS = 3600.0
@@ -71,7 +70,7 @@ def first_walk_limit(budget_per_poll: float | None, window_polls: float) -> int:
     if budget_per_poll is None:
         return MAX_WALK_PAGES
     per_window = budget_per_poll * window_polls
-    pages = math.floor(per_window * FIRST_WALK_SECONDS / RATE_WINDOW)
+    pages = math.floor(per_window * FIRST_WALK_SECONDS / RATE_LIMIT_WINDOW)
     return min(MAX_WALK_PAGES, max(1, pages))
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from .apifacts import RATE_LIMIT_WINDOW
 from .analytics import (
     AnalyticsError,
     AnalyticsState,
@@ -46,7 +47,6 @@ from .model import (
 )
 from .nsfilter import ALL, NamespaceFilter
 from .planner import (
-    RATE_WINDOW,
     AnalyticsPlan,
     CountOrder,
     CountPlan,
@@ -225,7 +225,7 @@ class Poller:
             previous,
             self._credentials,
             gathered,
-            stall_seconds=RATE_WINDOW + 2 * max(0.0, poll_seconds),
+            stall_seconds=RATE_LIMIT_WINDOW + 2 * max(0.0, poll_seconds),
         )
         report(
             published,

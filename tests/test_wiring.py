@@ -58,3 +58,21 @@ def test_no_inventory_collector_drops_per_namespace_counts(
     out = once(capsys, monkeypatch, "--no-collector.inventory")
     assert not samples(out, P + "objects")
     assert samples(out, P + "requests_total")
+
+
+def test_namespace_filter_leaves_filtered_namespaces_out(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--namespace-exclude drops a namespace's series (counts and usage); the account's
+    namespace total still counts it."""
+    full = once(capsys, monkeypatch)
+    names = {
+        line.split('namespace_name="', 1)[1].split('"', 1)[0]
+        for line in samples(full, P + "objects")
+    }
+    victim = sorted(names)[0]
+    out = once(capsys, monkeypatch, "--namespace-exclude", victim)
+    assert not [s for s in samples(out, P + "objects") if f'namespace_name="{victim}"' in s]
+    assert not [s for s in samples(out, P + "requests_total") if f'namespace_name="{victim}"' in s]
+    assert len(samples(out, P + "objects")) == len(samples(full, P + "objects")) - 1
+    assert samples(out, P + "namespaces") == samples(full, P + "namespaces")

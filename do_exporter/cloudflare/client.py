@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import requests
 import structlog
 
+from ..apifacts import OBJECTS_PER_PAGE
 from ..config import Secret
 from ..model import Account, Namespace, ObjectCount
 from ..observe import RequestObserver
@@ -52,7 +53,6 @@ log = structlog.get_logger("do_exporter.cloudflare")
 
 NAMESPACES_PER_PAGE = 1000  # the API's maximum
 ACCOUNTS_PER_PAGE = 50  # the API's maximum for /accounts
-OBJECTS_PER_PAGE = 10_000  # the API's maximum
 MAX_LIST_PAGES = 100  # namespaces: 100,000 at 1,000 a page (an account holds at most ~500)
 MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
