@@ -85,17 +85,9 @@ def parse_head(data: bytes) -> Request | Refusal | None:
     lines = body[line_end + 1 : end].split(b"\n") if end > line_end else []
     if len(lines) > MAX_HEADERS:
         return Refusal(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many headers")
-    headers: dict[str, str] = {}
-    for raw in lines:
-        field = raw.removesuffix(b"\r")
-        name, colon, value = field.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            return Refusal(HTTPStatus.BAD_REQUEST, "malformed header line")  # obs-fold too
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
-            return Refusal(HTTPStatus.BAD_REQUEST, "control character in a header")
-        key, text = name.decode("ascii").lower(), value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    headers = _headers(lines)
+    if isinstance(headers, Refusal):
+        return headers
     minor = parts[2][-1:]
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "close" not in tokens if minor != b"0" else "keep-alive" in tokens
@@ -112,3 +104,19 @@ def parse_head(data: bytes) -> Request | Refusal | None:
         size,
         keep_alive,
     )
+
+
+def _headers(lines: list[bytes]) -> dict[str, str] | Refusal:
+    """The header fields of a head's lines (names lower-cased, repeats joined by ", ")."""
+    headers: dict[str, str] = {}
+    for raw in lines:
+        field = raw.removesuffix(b"\r")
+        name, colon, value = field.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            return Refusal(HTTPStatus.BAD_REQUEST, "malformed header line")  # obs-fold too
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            return Refusal(HTTPStatus.BAD_REQUEST, "control character in a header")
+        key, text = name.decode("ascii").lower(), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers

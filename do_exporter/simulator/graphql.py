@@ -750,17 +750,16 @@ class GraphQLEndpoint:
             raise _QueryError("not authorized for that account", "authz")
         return [{"accountTag": account_id}]
 
-    def _groups(
+    def _checked(
         self,
         dataset: _Dataset,
-        account_id: str,
         info: GraphQLResolveInfo[Any],
         raw_filter: Mapping[str, Any],
         limit: Any,
-        order_by: Sequence[str],
-        context: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
-        now: float = context["now"]
+        now: float,
+    ) -> tuple[Any, float, list[str]]:
+        """The query's filter, upper time bound and dimensions, checked as Cloudflare checks
+        them (limit, fields, a time range within the dataset's limits, known dimensions)."""
         page = self.max_page_size
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= page:
             raise _QueryError(
@@ -783,6 +782,20 @@ class GraphQLEndpoint:
         unknown = [d for d in dims if d not in dataset.dims]
         if unknown:
             raise _QueryError(f"the simulator cannot group by {unknown[0]}", "unsupported")
+        return flt, upper, dims
+
+    def _groups(
+        self,
+        dataset: _Dataset,
+        account_id: str,
+        info: GraphQLResolveInfo[Any],
+        raw_filter: Mapping[str, Any],
+        limit: Any,
+        order_by: Sequence[str],
+        context: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        now: float = context["now"]
+        flt, upper, dims = self._checked(dataset, info, raw_filter, limit, now)
         specs = self._namespaces(account_id) or ()
         split = frozenset(
             d for d in ("objectId", "status") if d in dims or _mentions(raw_filter, d)
