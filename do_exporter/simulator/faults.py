@@ -20,7 +20,8 @@ Fault kinds and their parameters:
 ``missing_result_info``   the envelope without ``result_info``
 ``repeat_cursor``         objects: the next cursor is the one the request sent (or, on the
                           first page, one that leads back to the first page)
-``endless_cursor``        objects: never ends the walk; pages past the end hold new ids
+``endless_cursor``        objects: never ends the walk; pages past the end hold new ids (their
+                          cursors are refused once the fault is cleared)
 ========================  ==========================================================
 
 A fault acts in one of three places, all here: before authentication (:func:`edge_answer`),

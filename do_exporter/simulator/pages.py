@@ -49,6 +49,7 @@ class Pages:
         self._cursor_shape = scenario.cursor_shape
         self._inventory = inventory
         self._secret = f"cursor-secret-{seed}".encode()
+        self._endless_secret = f"endless-cursor-secret-{seed}".encode()
 
     def accounts(
         self, reached: tuple[str, ...] | None, query: dict[str, str], fault: Fault | None
@@ -94,16 +95,22 @@ class Pages:
         if ns is None:
             return r.error(404, r.NAMESPACE_NOT_FOUND)
         cursor = query.get("cursor", "")
+        endless = fault is not None and fault.kind == "endless_cursor"
         start = 0
         if cursor:
             decoded = decode_cursor(ns.key, self._secret, cursor)
+            if decoded is None and endless:
+                decoded = decode_cursor(ns.key, self._endless_secret, cursor)
             if decoded is None:
                 return r.bad_param("cursor is not a valid cursor for this namespace")
             start = decoded
-        endless = fault is not None and fault.kind == "endless_cursor"
         n = limit if endless else max(0, min(limit, ns.count - start))
         more = endless or start + n < ns.count
-        next_cursor = encode_cursor(ns.key, self._secret, start + n) if more else ""
+        # Pages the endless fault invents past the end get cursors of their own: once the
+        # fault is cleared they are refused (400), never answered with an end that would
+        # make the invented pages look like a complete count.
+        secret = self._endless_secret if start + n >= ns.count else self._secret
+        next_cursor = encode_cursor(ns.key, secret, start + n) if more else ""
         if fault is not None and fault.kind == "repeat_cursor":
             next_cursor = cursor or encode_cursor(ns.key, self._secret, 0)
         info = self._cursor_info(n, limit, cursor, next_cursor)
