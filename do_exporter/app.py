@@ -26,19 +26,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
 from . import __version__
+from .apifacts import PER_SECOND_LIMIT, RATE_LIMIT_WINDOW
 from .check import describe_error
-from .apifacts import PER_SECOND_LIMIT
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
-from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
+from .config import Config, Credential, Secret, TokenFile, format_address
 from .jobs import DaemonExecutor
 from .metrics.contract import estimate_series
 from .metrics.groups import INVENTORY
+from .metrics.selfmetrics import ExporterMetrics
 from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
-from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential

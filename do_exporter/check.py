@@ -32,8 +32,8 @@ from typing import TextIO
 
 import requests
 
-from .apifacts import PER_SECOND_LIMIT
 from .analytics import AnalyticsError, Window, as_usage, build_request, decode_answer, floor_minute
+from .apifacts import PER_SECOND_LIMIT, RATE_LIMIT_WINDOW
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -46,7 +46,7 @@ from .cloudflare import (
     RetryPolicy,
     TokenStatus,
 )
-from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Credential, Secret
+from .config import DEFAULT_CREDENTIAL, Config, Credential, Secret
 from .ratelimit import RateLimiter
 from .tokenhealth import EXPIRY_WARNING, when
 
