@@ -29,9 +29,10 @@ import structlog
 import urllib3
 
 from .. import __version__
-from ..config import Secret
+from ..apifacts import RATE_LIMIT_WINDOW
 from ..observe import NullObserver, RequestObserver
 from ..ratelimit import Cancelled, Lane, RateLimiter
+from ..secrets import Secret
 from .body import BodyTooLarge, Undecodable, read_body
 from .budget import BudgetExhausted, ByteBudget, OverBudget
 from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
@@ -41,7 +42,7 @@ from .watchdog import Slot, Watchdog, attempt_slot, watch_session
 log = structlog.get_logger("do_exporter.cloudflare")
 _T = TypeVar("_T")
 
-MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
+MAX_PAUSE = RATE_LIMIT_WINDOW  # longest shared pause: Cloudflare's rate-limit window
 # A 10,000-object page is about 1 MB; no answer of ours comes near 32 MiB, before or after
 # decompression. The cap is below the process budget: one answer never needs all of it.
 MAX_BODY_BYTES = 32 * 1024 * 1024
