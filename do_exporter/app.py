@@ -14,6 +14,7 @@ The client and limiter factories and the clock are arguments, so tests hand in f
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -318,9 +319,12 @@ class Exporter:
                 clock=self.clock,
             )
         except OSError as exc:
+            # socket.create_server appends "(while attempting to bind on address (...))" to
+            # strerror, repeating the address: the errno's own text is enough.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(
                 f"--web.listen-address/DO_EXPORTER_LISTEN_ADDRESS: cannot listen on "
-                f"{self.config.listen_address}: {exc.strerror or exc}"
+                f"{self.config.listen_address}: {reason}"
             ) from None
         self._scheduler = self._schedule()
         server.start()

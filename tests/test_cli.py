@@ -4,6 +4,7 @@ this process (tests/support.run_cli)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -142,6 +143,7 @@ def test_port_in_use_is_one_clear_line() -> None:
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("do-exporter: error: --web.listen-address")
+    assert last.endswith(f"cannot listen on 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}")
     assert "Traceback" not in result.stderr
 
 
