@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .apifacts import RATE_LIMIT_WINDOW
 from .metrics.groups import GROUPS
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"

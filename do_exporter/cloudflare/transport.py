@@ -142,7 +142,9 @@ class Transport:
 
     # -- one attempt ----------------------------------------------------------------------
 
-    def _attempt(self, call: _Call[_T], limiter: RateLimiter, deadline: float, started: float) -> _T:
+    def _attempt(
+        self, call: _Call[_T], limiter: RateLimiter, deadline: float, started: float
+    ) -> _T:
         """One attempt: send, read under the deadline and the byte budget, parse."""
         endpoint = call.endpoint
         # The watchdog runs on the real clock: the deadline is converted to it.
@@ -366,7 +368,9 @@ class _Redirect(CloudflareAPIError):
         self.location = (location or "")[:LOCATION_CHARS]
 
 
-def _parse(call: _Call[_T], status: int, body: bytes, cf_ray: str | None, retry_after: float | None) -> _T:
+def _parse(
+    call: _Call[_T], status: int, body: bytes, cf_ray: str | None, retry_after: float | None
+) -> _T:
     try:
         result: _T = call.parse(status, body, cf_ray)
         return result
@@ -397,7 +401,8 @@ def _environment(session: requests.Session, url: str) -> tuple[dict[str, str], A
         for scheme, proxy in requests.utils.get_environ_proxies(url).items():
             proxies.setdefault(scheme, proxy)
         if verify is True:
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            env = os.environ
+            verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
     return proxies, verify
 
