@@ -21,12 +21,12 @@ import structlog
 
 from ..apifacts import OBJECTS_PER_PAGE, RATE_LIMIT_WINDOW
 from ..model import Account, Namespace, ObjectCount
-from ..observe import RequestObserver
+from ..observe import INVALID_RESPONSE, RequestObserver
 from ..options import DEFAULT_GRAPHQL_RATE_LIMIT
 from ..ratelimit import Lane, RateLimiter
 from ..secrets import Secret
 from .budget import ByteBudget
-from .errors import INVALID_RESPONSE, CloudflareAPIError, RetryPolicy
+from .errors import CloudflareAPIError, RetryPolicy
 from .parsers import (
     ACCOUNT_OWNED,
     INVALID_TOKEN,

@@ -30,12 +30,12 @@ import urllib3
 
 from .. import __version__
 from ..apifacts import RATE_LIMIT_WINDOW
-from ..observe import NullObserver, RequestObserver
+from ..observe import INVALID_RESPONSE, TRANSPORT, NullObserver, RequestObserver
 from ..ratelimit import Cancelled, Lane, RateLimiter
 from ..secrets import Secret
 from .body import BodyTooLarge, Undecodable, read_body
 from .budget import BudgetExhausted, ByteBudget, OverBudget
-from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
+from .errors import RETRY_STATUSES, CloudflareAPIError, RetryPolicy
 from .parsers import generic_decode_cost, parse_ratelimit, parse_retry_after
 from .watchdog import Slot, Watchdog, attempt_slot, watch_session
 
