@@ -118,6 +118,7 @@ def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike
         (("--api-token-file", "/nonexistent/token"), {}, "--api-token-file"),
         (("--api-token", TOKEN, "--log-level", "chatty"), {}, "--log-level"),
         (("--no-such-flag",), {}, "unrecognized arguments"),
+        (("--no-collector.bogus",), {}, 'unknown collector group "bogus" (choose from inventory,'),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(
