@@ -34,8 +34,8 @@ import planning  # noqa: E402
 from _sim import PYTHON, SimProcess, account_id, scenario  # noqa: E402
 
 from do_exporter import analytics  # noqa: E402
-from do_exporter.collector import render  # noqa: E402
 from do_exporter.logs import configure  # noqa: E402
+from do_exporter.metrics.snapshot import render  # noqa: E402
 from do_exporter.model import AccountSnapshot, Namespace, Snapshot  # noqa: E402
 from do_exporter.ratelimit import Lane, RateLimiter  # noqa: E402
 

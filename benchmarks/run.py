@@ -173,7 +173,7 @@ def part_schedule(args: argparse.Namespace) -> tuple[list[Row], str]:
     """Objects one token can count, from the budget alone (see docs/benchmarks.md).
 
     The scheduling itself (small namespaces every interval, huge walks across intervals,
-    ``full_refresh_seconds``) is covered by tests/test_scheduling.py; this part is the
+    ``full_refresh_seconds``) is covered by tests/test_planner.py; this part is the
     arithmetic docs/benchmarks.md quotes.
     """
     interval, page = 300, 10_000

@@ -9,7 +9,7 @@ without ``Accept-Encoding: gzip``, twice: idle, and while a poll loop runs in an
 of this process (real polls of a 1-million-object account against the simulator, in a
 third process, with no latency and an unlimited budget: the busiest poll there can be).
 The same is measured with the exposition rendered on every scrape
-(``do_exporter.collector.render``), the design this replaces.
+(``do_exporter.metrics.snapshot.render``), the design this replaces.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from _sim import PYTHON, SimProcess, scenario
 from prometheus_client.exposition import generate_latest
 
 from do_exporter.app import Exporter
-from do_exporter.collector import render
 from do_exporter.config import MAX_RATE_LIMIT, Config, Credential, Secret
+from do_exporter.metrics.snapshot import render
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
 from do_exporter.server import Body, MetricsServer
 

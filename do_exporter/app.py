@@ -14,6 +14,7 @@ The client and limiter factories and the clock are arguments, so tests hand in f
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -26,19 +27,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
 from . import __version__
+from .apifacts import PER_SECOND_LIMIT, RATE_LIMIT_WINDOW
 from .check import describe_error
-from .apifacts import PER_SECOND_LIMIT
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
-from .config import RATE_LIMIT_WINDOW, Config, Credential, Secret, TokenFile, format_address
+from .config import Config, Credential, Secret, TokenFile, format_address
 from .jobs import DaemonExecutor
 from .metrics.contract import estimate_series
 from .metrics.groups import INVENTORY
+from .metrics.selfmetrics import ExporterMetrics
 from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
-from .selfmetrics import ExporterMetrics
 from .server import MetricsServer
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
@@ -318,9 +319,12 @@ class Exporter:
                 clock=self.clock,
             )
         except OSError as exc:
+            # socket.create_server appends "(while attempting to bind on address (...))" to
+            # strerror, repeating the address: the errno's own text is enough.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(
                 f"--web.listen-address/DO_EXPORTER_LISTEN_ADDRESS: cannot listen on "
-                f"{self.config.listen_address}: {exc.strerror or exc}"
+                f"{self.config.listen_address}: {reason}"
             ) from None
         self._scheduler = self._schedule()
         server.start()

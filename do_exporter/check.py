@@ -32,8 +32,8 @@ from typing import TextIO
 
 import requests
 
-from .apifacts import PER_SECOND_LIMIT
 from .analytics import AnalyticsError, Window, as_usage, build_request, decode_answer, floor_minute
+from .apifacts import PER_SECOND_LIMIT, RATE_LIMIT_WINDOW
 from .cloudflare import (
     ACCOUNT_OWNED,
     ACCOUNTS_PER_PAGE,
@@ -46,7 +46,8 @@ from .cloudflare import (
     RetryPolicy,
     TokenStatus,
 )
-from .config import DEFAULT_CREDENTIAL, RATE_LIMIT_WINDOW, Config, Credential, Secret
+from .config import DEFAULT_CREDENTIAL, Config, Credential, Secret
+from .options import DEFAULT_ANALYTICS_DELAY
 from .ratelimit import RateLimiter
 from .tokenhealth import EXPIRY_WARNING, when
 
@@ -56,7 +57,7 @@ ANALYTICS_READ = "Account Analytics: Read"
 NAMESPACES, OBJECTS, ANALYTICS = "namespaces", "objects", "analytics"
 OK, MISSING, FAILED, SKIPPED = "ok", "MISSING", "FAILED", "not checked"
 # Seconds of analytics still incomplete at Cloudflare (the query asks an older minute).
-ANALYTICS_DELAY = 300
+ANALYTICS_DELAY = DEFAULT_ANALYTICS_DELAY
 ACCOUNT_WORKERS = 8  # accounts checked at once per credential
 CHECK_RETRY = RetryPolicy(attempts=2, base=0.5, max_backoff=2.0, max_retry_after=10.0)
 

@@ -25,7 +25,7 @@ from .config import (
 )
 from .logs import configure
 from .metrics.groups import GROUPS
-from .options import DOCS, GROUP_ORDER, LIST, OPTIONS, SWITCH, TOGGLE, Option
+from .options import DOCS, GROUP_ORDER, LIST, OPTIONS, SWITCH, TOGGLE, Option, shown
 from .signals import Inbox
 from .webconfig import load_web_config
 
@@ -59,7 +59,20 @@ _GROUP_NOTES = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, no usage block: the user asked for --help if they want it.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {_unknown_group(message) or message} (see --help)\n")
+
+
+def _unknown_group(message: str) -> str | None:
+    """For ``--collector.bogus``: name the groups, as DO_EXPORTER_DISABLED_COLLECTORS does."""
+    if not message.startswith("unrecognized arguments: "):
+        return None
+    words = message.removeprefix("unrecognized arguments: ").split()
+    flag = words[0].partition("=")[0] if len(words) == 1 else ""
+    if not flag.startswith(("--collector.", "--no-collector.")):
+        return None
+    group = shown(flag.partition(".")[2], 30)
+    choices = ", ".join(GROUPS)
+    return f"--[no-]collector.GROUP: unknown collector group {group} (choose from {choices})"
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:

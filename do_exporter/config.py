@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .apifacts import RATE_LIMIT_WINDOW
 from .configfile import (
     ACCOUNT_ID,
     CONFIG_FILE,
-    MAX_CONFIG_FILE_BYTES,
     bad_account_id,
     load_credentials,
 )
@@ -32,21 +32,13 @@ from .options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_GRAPHQL_RATE_LIMIT,
     DEFAULT_INTERVAL,
-    DEFAULT_LISTEN,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP_OBJECTS,
     DEMO_INTERVAL,
     LIST,
-    LOG_FORMATS,
-    LOG_LEVELS,
-    MAX_ANALYTICS_DELAY,
-    MAX_API_RESERVE,
-    MAX_INTERVAL,
     MAX_RATE_LIMIT,
-    MIN_INTERVAL,
     OPTIONS,
-    RATE_LIMIT_WINDOW,
     SWITCH,
     TOGGLE,
     ConfigError,
@@ -55,16 +47,10 @@ from .options import (
     RawOptions,
 )
 from .secrets import (
-    MAX_TOKEN_FILE_BYTES,
-    MAX_TOKEN_HISTORY,
-    MAX_TOKEN_LENGTH,
-    MIN_TOKEN_LENGTH,
-    TOKEN_CHECK_INTERVAL,
     Secret,
     TokenFile,
     Unusable,
     check_token,
-    read_limited,
 )
 
 DEFAULT_CREDENTIAL = "default"
@@ -78,25 +64,11 @@ __all__ = [
     "DEFAULT_CREDENTIAL",
     "DEFAULT_GRAPHQL_RATE_LIMIT",
     "DEFAULT_INTERVAL",
-    "DEFAULT_LISTEN",
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOP_OBJECTS",
     "DEMO_INTERVAL",
-    "LOG_FORMATS",
-    "LOG_LEVELS",
-    "MAX_ANALYTICS_DELAY",
-    "MAX_API_RESERVE",
-    "MAX_CONFIG_FILE_BYTES",
-    "MAX_INTERVAL",
     "MAX_RATE_LIMIT",
-    "MAX_TOKEN_FILE_BYTES",
-    "MAX_TOKEN_HISTORY",
-    "MAX_TOKEN_LENGTH",
-    "MIN_INTERVAL",
-    "MIN_TOKEN_LENGTH",
-    "RATE_LIMIT_WINDOW",
-    "TOKEN_CHECK_INTERVAL",
     "Config",
     "ConfigError",
     "Credential",
@@ -107,7 +79,6 @@ __all__ = [
     "check_token",
     "format_address",
     "parse_listen_address",
-    "read_limited",
 ]
 
 

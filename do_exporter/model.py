@@ -1,4 +1,4 @@
-"""Immutable data the poll produces and the collector reads; data types only, no logic.
+"""Immutable data the poll produces and the metric builders read; data types only, no logic.
 
 A :class:`Snapshot` is replaced whole after every poll; nothing in it is ever mutated, so a
 scrape can read it from any thread without a lock. The poll's tasks deliver typed outcomes

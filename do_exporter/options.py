@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .apifacts import RATE_LIMIT_WINDOW
 from .metrics.groups import GROUPS
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
@@ -349,10 +348,12 @@ OPTIONS: tuple[Option, ...] = (
            kind=SWITCH, default=False),
     Option("demo", "--demo", None, "export from the built-in API simulator", RUN,
            kind=SWITCH, default=False),
-    Option("log_level", "--log-level", "DO_EXPORTER_LOG_LEVEL", "log level", LOGS,
+    Option("log_level", "--log-level", "DO_EXPORTER_LOG_LEVEL",
+           "debug, info, warning or error", LOGS,
            metavar="LEVEL", parse=Choice(LOG_LEVELS, "level"), default="info",
            default_doc="info"),
-    Option("log_format", "--log-format", "DO_EXPORTER_LOG_FORMAT", "log line format", LOGS,
+    Option("log_format", "--log-format", "DO_EXPORTER_LOG_FORMAT",
+           "json, or console (the default on a terminal)", LOGS,
            metavar="FORMAT", parse=Choice(LOG_FORMATS, "format"),
            default_doc="console on a terminal, else json"),
 )  # fmt: skip

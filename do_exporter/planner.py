@@ -21,7 +21,6 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .apifacts import OBJECTS_PER_PAGE, RATE_LIMIT_WINDOW
 from .analytics import (
     DEFAULT_LIMITS,
     DEFAULT_TOP_OBJECTS,
@@ -30,6 +29,7 @@ from .analytics import (
     Window,
     next_window,
 )
+from .apifacts import OBJECTS_PER_PAGE, RATE_LIMIT_WINDOW
 from .config import Credential  # the one credential type, resolved by the config
 from .metrics.groups import GROUPS
 from .model import Key, Namespace, Snapshot

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from .apifacts import RATE_LIMIT_WINDOW
 from .analytics import (
     AnalyticsError,
     AnalyticsState,
@@ -32,6 +31,7 @@ from .analytics import (
     Window,
     fetch_usage,
 )
+from .apifacts import RATE_LIMIT_WINDOW
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError
 from .model import (

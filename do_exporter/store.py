@@ -9,7 +9,6 @@ held. Readers take one attribute (a tuple) and never see a half-updated pair.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 from .metrics.contract import ALL_GROUPS
 from .metrics.render import Exposition
@@ -47,16 +46,9 @@ class SnapshotStore:
 
     @property
     def exposition(self) -> bytes:
-        """The plain text, whole (tests; a scrape streams :meth:`plain_parts`)."""
+        """The plain text, whole (tests; a scrape streams :attr:`rendered`'s parts, see
+        :meth:`do_exporter.app.Exporter.exposition_parts`)."""
         return self._current[1].text()
-
-    @property
-    def exposition_gzip(self) -> tuple[bytes, ...]:
-        """The gzip parts, sent back to back."""
-        return self._current[1].gzip_parts
-
-    def plain_parts(self) -> Iterator[bytes]:
-        return self._current[1].plain()
 
     def publish(self, snapshot: Snapshot) -> None:
         self._current = self._prepare(snapshot)

@@ -18,17 +18,12 @@ from .cloudflare import (
     CloudflareClient,
     TokenStatus,
 )
-from .metrics.contract import TOKEN_EXPIRY, TOKEN_STATUS
 from .metrics.tokens import UNKNOWN as UNKNOWN
 from .metrics.tokens import TokenHealth as TokenHealth
-from .metrics.tokens import TokenHealthMetrics as TokenHealthMetrics  # its old home
 
 STATUSES = (*TOKEN_STATUSES, INVALID_TOKEN, UNKNOWN)
 EXPIRY_WARNING = 14 * 86_400.0  # the DurableObjectsExporterTokenExpiringSoon threshold
 VERIFY_EVERY_HOURS = 1
-
-EXPIRY_METRIC = TOKEN_EXPIRY.name
-STATUS_METRIC = TOKEN_STATUS.name
 
 
 def next_health(

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from do_exporter.cloudflare import CloudflareClient, RetryPolicy
 from do_exporter.config import Secret
+from do_exporter.metrics.selfmetrics import ExporterMetrics
 from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
 from tests.conftest import FAST_RETRY
 
 BASE = "https://api.test/client/v4"

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 from do_exporter.cloudflare import CloudflareClient, RetryPolicy  # noqa: E402
 from do_exporter.config import Secret  # noqa: E402
+from do_exporter.metrics.selfmetrics import ExporterMetrics  # noqa: E402
 from do_exporter.ratelimit import RateLimiter  # noqa: E402
-from do_exporter.selfmetrics import ExporterMetrics  # noqa: E402
 from do_exporter.simulator import Scenario, Simulator  # noqa: E402
 
 ACCOUNT_A = "a" * 32

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -447,7 +447,7 @@ def test_a_lone_surrogate_never_reaches_rendering_when_the_list_failed() -> None
     counted as dropped."""
     from types import MappingProxyType
 
-    from do_exporter.collector import render
+    from do_exporter.metrics.snapshot import render
     from do_exporter.model import AccountSnapshot, Snapshot
 
     doc = json.loads(json.dumps(answer()).replace(NS1, "\\ud800"))

@@ -12,7 +12,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from do_exporter.analytics import AnalyticsState
-from do_exporter.collector import render
+from do_exporter.metrics.snapshot import render
 from do_exporter.model import Snapshot
 from do_exporter.planner import AnalyticsPlan
 from do_exporter.poller import Poller

@@ -12,8 +12,8 @@ import requests
 from do_exporter.cloudflare import ByteBudget, CloudflareAPIError, CloudflareClient, RetryPolicy
 from do_exporter.cloudflare.budget import BudgetExhausted, OverBudget
 from do_exporter.config import Secret
+from do_exporter.metrics.selfmetrics import ExporterMetrics
 from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
 from tests.cf_helpers import (  # noqa: F401  (fixture)
     ACC,
     GZIP_BOMB,

@@ -4,6 +4,7 @@ this process (tests/support.run_cli)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -117,6 +118,7 @@ def test_once_against_simulator_exits_0(make_sim: MakeSim, tmp_path: os.PathLike
         (("--api-token-file", "/nonexistent/token"), {}, "--api-token-file"),
         (("--api-token", TOKEN, "--log-level", "chatty"), {}, "--log-level"),
         (("--no-such-flag",), {}, "unrecognized arguments"),
+        (("--no-collector.bogus",), {}, 'unknown collector group "bogus" (choose from inventory,'),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(
@@ -142,6 +144,7 @@ def test_port_in_use_is_one_clear_line() -> None:
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("do-exporter: error: --web.listen-address")
+    assert last.endswith(f"cannot listen on 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}")
     assert "Traceback" not in result.stderr
 
 

@@ -17,8 +17,8 @@ from do_exporter.cloudflare import (
     CloudflareClient,
 )
 from do_exporter.config import Secret
+from do_exporter.metrics.selfmetrics import ExporterMetrics
 from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
 from tests.cf_helpers import (  # noqa: F401  (fixtures)
     ACC,
     BASE,
@@ -36,7 +36,6 @@ from tests.cf_helpers import (  # noqa: F401  (fixtures)
     raw_server,
     sample,
 )
-
 
 # -- page-number pagination ------------------------------------------------------------
 

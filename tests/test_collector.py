@@ -7,9 +7,9 @@ from types import MappingProxyType
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from do_exporter.collector import render
+from do_exporter.metrics.selfmetrics import ExporterMetrics
+from do_exporter.metrics.snapshot import render
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
-from do_exporter.selfmetrics import ExporterMetrics
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.txt"
 A, B = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"

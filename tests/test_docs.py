@@ -13,12 +13,6 @@ ALERTS_DOC = DOCS / "alerts.md"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 PAGES = [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
 
-# Round 3: docs/configuration.md and docs/metrics.md are written on other branches (the
-# configuration and metrics work) from the README's old sections; links to them resolve
-# once those branches are merged. Until then, and only for these two, a missing page is
-# tolerated. After the merge this set must go (every page then exists).
-PAGES_FROM_OTHER_BRANCHES: set[object] = set()
-
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -89,8 +83,7 @@ def test_relative_links_resolve() -> None:
             path_part, _, anchor = target.partition("#")
             path = (page.parent / path_part).resolve() if path_part else page
             if not path.exists():
-                if path not in PAGES_FROM_OTHER_BRANCHES:
-                    broken.append(f"{page.relative_to(ROOT)}: {target}")
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
                 continue
             if anchor and path.suffix == ".md" and anchor not in heading_anchors(path.read_text()):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")

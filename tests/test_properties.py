@@ -38,8 +38,8 @@ from do_exporter.cloudflare import (
     parse_ratelimit,
     parse_retry_after,
 )
-from do_exporter.collector import render
 from do_exporter.config import Config, ConfigError, Secret, build_config
+from do_exporter.metrics.snapshot import render
 from do_exporter.model import AccountSnapshot, Namespace, NamespaceCount, Snapshot
 from do_exporter.ratelimit import Lane, RateLimiter, reserve_hold
 

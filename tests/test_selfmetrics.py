@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from do_exporter.selfmetrics import RENDER_EVERY, ExporterMetrics
+from do_exporter.metrics.selfmetrics import RENDER_EVERY, ExporterMetrics
 
 
 class Clock:

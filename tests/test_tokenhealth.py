@@ -12,19 +12,21 @@ from structlog.testing import capture_logs
 from do_exporter.app import Exporter
 from do_exporter.cloudflare import CloudflareAPIError, TokenStatus
 from do_exporter.config import Config, Credential, Secret
-from do_exporter.selfmetrics import ExporterMetrics
+from do_exporter.metrics.contract import TOKEN_EXPIRY, TOKEN_STATUS
+from do_exporter.metrics.selfmetrics import ExporterMetrics
+from do_exporter.metrics.tokens import TokenHealthMetrics
 from do_exporter.simulator import Simulator
 from do_exporter.tokenhealth import (
-    EXPIRY_METRIC,
-    STATUS_METRIC,
     STATUSES,
     TokenHealth,
-    TokenHealthMetrics,
     next_health,
     problem,
 )
 from tests.conftest import ACCOUNT_A, ACCOUNT_B, TOKEN, ns, scenario
 from tests.test_app import Running, run_exporter, wait_for
+
+EXPIRY_METRIC = TOKEN_EXPIRY.name
+STATUS_METRIC = TOKEN_STATUS.name
 
 __all__ = ["run_exporter"]  # a fixture, used by name
 MakeSim = Callable[..., Simulator]

@@ -26,8 +26,8 @@ from do_exporter.cloudflare import (
     RetryPolicy,
 )
 from do_exporter.config import Secret
+from do_exporter.metrics.selfmetrics import ExporterMetrics
 from do_exporter.ratelimit import RateLimiter
-from do_exporter.selfmetrics import ExporterMetrics
 from tests.cf_helpers import (  # noqa: F401  (fixtures)
     ACC,
     BASE,
@@ -56,7 +56,6 @@ from tests.cf_helpers import (  # noqa: F401  (fixtures)
 )
 from tests.conftest import FAST_RETRY
 from tests.support import FakeClock
-
 
 # -- errors and retries ---------------------------------------------------------------
 

@@ -109,7 +109,9 @@ def fetch_usage(
 
         statuses = status_limit(page_size, limits.max_page_size)
 
-        def ask(body: Mapping[str, Any] = body, require: list[str] = require) -> Any:
+        def ask(
+            body: Mapping[str, Any] = body, require: list[str] = require, statuses: int = statuses
+        ) -> Any:
             answer = send(body)
             if isinstance(answer, AccountUsage | AnalyticsError):
                 return answer

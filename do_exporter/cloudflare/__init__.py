@@ -12,21 +12,19 @@ What other modules import is re-exported here.
 
 from __future__ import annotations
 
-from ..observe import NullObserver, RequestObserver
+from ..apifacts import OBJECTS_PER_PAGE
+from ..observe import INVALID_RESPONSE, TRANSPORT, NullObserver, RequestObserver
 from .budget import DEFAULT_BUDGET_BYTES, ByteBudget
 from .client import (
     ACCOUNTS_PER_PAGE,
     GRAPHQL_RATE_LIMIT,
     MAX_OBJECT_PAGES,
     NAMESPACES_PER_PAGE,
-    OBJECTS_PER_PAGE,
     CloudflareClient,
 )
 from .errors import (
-    INVALID_RESPONSE,
     KNOWN_CODES,
     OTHER,
-    TRANSPORT,
     CloudflareAPIError,
     RetryPolicy,
     error_code_label,

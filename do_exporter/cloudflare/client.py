@@ -19,13 +19,14 @@ from typing import Any, NoReturn
 import requests
 import structlog
 
-from ..apifacts import OBJECTS_PER_PAGE
-from ..config import Secret
+from ..apifacts import OBJECTS_PER_PAGE, RATE_LIMIT_WINDOW
 from ..model import Account, Namespace, ObjectCount
-from ..observe import RequestObserver
+from ..observe import INVALID_RESPONSE, RequestObserver
+from ..options import DEFAULT_GRAPHQL_RATE_LIMIT
 from ..ratelimit import Lane, RateLimiter
+from ..secrets import Secret
 from .budget import ByteBudget
-from .errors import INVALID_RESPONSE, CloudflareAPIError, RetryPolicy
+from .errors import CloudflareAPIError, RetryPolicy
 from .parsers import (
     ACCOUNT_OWNED,
     INVALID_TOKEN,
@@ -56,7 +57,7 @@ ACCOUNTS_PER_PAGE = 50  # the API's maximum for /accounts
 MAX_LIST_PAGES = 100  # namespaces: 100,000 at 1,000 a page (an account holds at most ~500)
 MAX_ACCOUNT_PAGES = 2_000  # GET /accounts: 100,000 accounts at 50 a page
 MAX_OBJECT_PAGES = 100_000  # cursor walk guard: 1 billion objects at 10,000 a page
-GRAPHQL_RATE_LIMIT = 250  # default GraphQL queries per 5 minutes: Cloudflare allows 300
+GRAPHQL_RATE_LIMIT = DEFAULT_GRAPHQL_RATE_LIMIT  # queries per 5 minutes (--graphql-rate-limit)
 
 
 class CloudflareClient:
@@ -106,7 +107,7 @@ class CloudflareClient:
         self._observer = self._transport.observer
         # Cloudflare's GraphQL budget (300 queries per 5 minutes per user) is its own.
         self._graphql_limiter = graphql_limiter or RateLimiter(
-            GRAPHQL_RATE_LIMIT, 300.0, cancel=cancel
+            GRAPHQL_RATE_LIMIT, RATE_LIMIT_WINDOW, cancel=cancel
         )
         self._max_object_pages = max_object_pages
 

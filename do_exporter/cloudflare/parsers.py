@@ -22,8 +22,8 @@ from typing import Any, TypeGuard
 import msgspec
 
 from ..model import Namespace
-from .errors import INVALID_RESPONSE, MAX_ERRORS, MESSAGE_CHARS, CloudflareAPIError
-
+from ..observe import INVALID_RESPONSE
+from .errors import MAX_ERRORS, MESSAGE_CHARS, CloudflareAPIError
 
 # Label values from the API (namespace name, class, script; account name) are cut to this
 # many characters, the marker included, so one odd answer cannot bloat every scrape.

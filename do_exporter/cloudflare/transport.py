@@ -29,19 +29,20 @@ import structlog
 import urllib3
 
 from .. import __version__
-from ..config import Secret
-from ..observe import NullObserver, RequestObserver
+from ..apifacts import RATE_LIMIT_WINDOW
+from ..observe import INVALID_RESPONSE, TRANSPORT, NullObserver, RequestObserver
 from ..ratelimit import Cancelled, Lane, RateLimiter
+from ..secrets import Secret
 from .body import BodyTooLarge, Undecodable, read_body
 from .budget import BudgetExhausted, ByteBudget, OverBudget
-from .errors import INVALID_RESPONSE, RETRY_STATUSES, TRANSPORT, CloudflareAPIError, RetryPolicy
+from .errors import RETRY_STATUSES, CloudflareAPIError, RetryPolicy
 from .parsers import generic_decode_cost, parse_ratelimit, parse_retry_after
 from .watchdog import Slot, Watchdog, attempt_slot, watch_session
 
 log = structlog.get_logger("do_exporter.cloudflare")
 _T = TypeVar("_T")
 
-MAX_PAUSE = 300.0  # longest shared pause: Cloudflare's rate-limit window
+MAX_PAUSE = RATE_LIMIT_WINDOW  # longest shared pause: Cloudflare's rate-limit window
 # A 10,000-object page is about 1 MB; no answer of ours comes near 32 MiB, before or after
 # decompression. The cap is below the process budget: one answer never needs all of it.
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -141,7 +142,9 @@ class Transport:
 
     # -- one attempt ----------------------------------------------------------------------
 
-    def _attempt(self, call: _Call[_T], limiter: RateLimiter, deadline: float, started: float) -> _T:
+    def _attempt(
+        self, call: _Call[_T], limiter: RateLimiter, deadline: float, started: float
+    ) -> _T:
         """One attempt: send, read under the deadline and the byte budget, parse."""
         endpoint = call.endpoint
         # The watchdog runs on the real clock: the deadline is converted to it.
@@ -365,7 +368,9 @@ class _Redirect(CloudflareAPIError):
         self.location = (location or "")[:LOCATION_CHARS]
 
 
-def _parse(call: _Call[_T], status: int, body: bytes, cf_ray: str | None, retry_after: float | None) -> _T:
+def _parse(
+    call: _Call[_T], status: int, body: bytes, cf_ray: str | None, retry_after: float | None
+) -> _T:
     try:
         result: _T = call.parse(status, body, cf_ray)
         return result
@@ -396,7 +401,8 @@ def _environment(session: requests.Session, url: str) -> tuple[dict[str, str], A
         for scheme, proxy in requests.utils.get_environ_proxies(url).items():
             proxies.setdefault(scheme, proxy)
         if verify is True:
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            env = os.environ
+            verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
     return proxies, verify
 

@@ -104,7 +104,7 @@ class Watchdog:
             while True:
                 now = time.monotonic()
                 for key in [k for k, (when, _) in self._due.items() if when <= now]:
-                    when, slot = self._due[key]
+                    _, slot = self._due[key]
                     if slot.shut():  # a shutdown(2): quick, never blocks
                         del self._due[key]
                     else:  # still connecting (bounded by the connect timeout): look again
