@@ -167,14 +167,14 @@ def test_a_transient_error_is_asked_again_within_the_poll(
     make_sim: MakeSim, make_client: Callable[..., Any]
 ) -> None:
     """An internal error inside a 200 ("try again later") is retried after a backoff, and
-    the retry's answer is counted in the same poll."""
+    the retry's answer is counted in the same poll (a poll with a deadline: the daemon's)."""
     sim, poller, clock = setup(make_sim, make_client)
     snap = poller.poll(Snapshot())
     before = snap.analytics[ACCOUNT_A]
     asked = sim.stats()["requests"]["graphql"]["200"]
     sim.inject("success_false", endpoint="graphql", count=1)
     clock.now += 60
-    state = poller.poll(snap).analytics
+    state = poller.poll(snap, deadline=clock.now + 60).analytics
     assert sim.stats()["requests"]["graphql"]["200"] == asked + 3  # two queries, one retry
     for account in (ACCOUNT_A, ACCOUNT_B):
         assert state[account].queries["failure"] == 0
@@ -216,3 +216,18 @@ def test_settings_are_read_at_start_up_then_hourly_and_shape_windows_and_pages(
     clock.now += 3600
     poller.poll(snap)
     assert asked.count("DurableObjectsLimits") == 2  # an hour later: read again
+
+
+def test_without_a_deadline_a_transient_error_is_not_asked_again(
+    make_sim: MakeSim, make_client: Callable[..., Any]
+) -> None:
+    """A poll without a deadline (--once) asks once: a transient error is a failure of that
+    poll, not a retry that could hold --once for another request budget."""
+    sim, poller, clock = setup(make_sim, make_client)
+    snap = poller.poll(Snapshot())
+    asked = sim.stats()["requests"]["graphql"]["200"]
+    sim.inject("success_false", endpoint="graphql", count=1)
+    clock.now += 60
+    state = poller.poll(snap).analytics
+    assert sim.stats()["requests"]["graphql"]["200"] == asked + 2  # two queries, no retry
+    assert sum(state[account].queries["failure"] for account in (ACCOUNT_A, ACCOUNT_B)) == 1

@@ -59,8 +59,11 @@ class Retry:
     backoff: float = BACKOFF
 
     def allows(self, delay: float) -> bool:
+        """Whether another attempt may start after ``delay`` seconds: only before the poll's
+        deadline. A poll without one (``--once``) asks once: each attempt may take the
+        client's whole request budget (120 s at the defaults), and ``--once`` must end."""
         if self.deadline is None or self.now is None:
-            return True
+            return False
         return self.now() + delay < self.deadline
 
 
