@@ -18,14 +18,14 @@ Example (one account, one namespace; ``NS`` stands for its three labels)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
+from typing import TYPE_CHECKING, Protocol
 
 from ..metrics import contract as c
 from .query import QUANTILES
 from .state import RESULTS, AnalyticsState
+
+if TYPE_CHECKING:  # imported when objects are built (tests), not by the daemon (memory)
+    from prometheus_client.metrics_core import Metric
 
 
 class Named(Protocol):
@@ -169,6 +169,9 @@ def family_rows(
 
 
 def _metric(family: c.Family) -> Metric:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.metrics_core import Metric
+
     labels = list(family.labels)
     if family.type == "counter":
         return CounterMetricFamily(family.name[: -len("_total")], family.help, labels=labels)

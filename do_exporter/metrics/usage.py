@@ -14,9 +14,10 @@ looked up in the contract by name, one the contract does not know keeps its help
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:  # only the fallback path handles prometheus-client objects
+    from prometheus_client.metrics_core import Metric
 
 from .. import analytics
 from ..model import Namespace, Snapshot
