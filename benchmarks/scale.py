@@ -163,6 +163,10 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
             exporter.poll_once()
             walls.append(time.perf_counter() - started)
             rss.append(status_kb("VmRSS") / 1024)
+            print(json.dumps({"poll": len(rss), "wall_s": round(walls[-1], 1),
+                              "rss_mb": round(rss[-1], 1), "peak_mb": status_kb("VmHWM") // 1024,
+                              "load": os.getloadavg()[0]}),
+                  file=sys.stderr, flush=True)  # fmt: skip  (progress of a long run)
         peak = status_kb("VmHWM")  # before the line count below
         series = sum(part.count(b"\n") for part in exporter.exposition_parts(False))
         exporter.session.close()

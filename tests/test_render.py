@@ -165,3 +165,33 @@ def test_the_analytics_builder_may_hand_rows_instead_of_objects(monkeypatch) -> 
     assert f'requests_total{{account_id="{A}",namespace_id="{A[:8]}{0:024x}"' in text
     assert "# TYPE cloudflare_durable_objects_hot_object_cpu_ratio gauge" in text
     assert "cloudflare_durable_objects_errors_total{" not in text
+
+
+def _rich_state(acc: str, ids: list[str]) -> analytics.AnalyticsState:
+    """Every kind of analytics series: statuses, percentiles (one namespace without a
+    counter, so without _sum/_count), hot objects."""
+    state = usage_state(acc, ids)
+    lat = analytics.Latency(MappingProxyType({"0.5": 1500.0, "0.99": 48_000.0}), 250_000.0)
+    hot = analytics.HotObjects(300, (analytics.HotObject(ids[0], "a" * 64, 60),),
+                               (analytics.HotObject(ids[-1], "b" * 64, 240_000_000),))  # fmt: skip
+    other = "9" * 32
+    return replace(
+        state, hot=hot,
+        statuses=MappingProxyType({i: MappingProxyType({"success": 90, "other": 3}) for i in ids}),
+        latency=MappingProxyType({**dict.fromkeys(ids, lat), other: lat}),
+    )  # fmt: skip
+
+
+def test_rows_and_prometheus_objects_write_the_same_bytes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """family_rows through the renderer, the prometheus-client fallback, and generate_latest
+    of analytics.families agree byte for byte, every kind of series included."""
+    snap = with_analytics(Snapshot((account(A, 3), account(B, 2)), generation=1))
+    states = {a.account_id: _rich_state(a.account_id, [ns.id for ns in a.namespaces])
+              for a in snap.accounts}  # fmt: skip
+    snap = replace(snap, analytics=MappingProxyType(states))
+    rows = render(snap)
+    listed = {a.account_id: a.namespaces for a in snap.accounts}
+    expected = generate_latest(_Fixed(analytics.families(snap.analytics.values(), listed)))
+    assert rows.endswith(expected) and b"_count{" in rows and b"hot_object_cpu_ratio{" in rows
+    monkeypatch.delattr(analytics, "family_rows")
+    assert render(snap) == rows

@@ -16,7 +16,7 @@ names below are the ones other modules import.
 """
 
 from .answers import AccountUsage, AnalyticsError, HotObject, Latency, NamespaceUsage
-from .families import NS_LABELS, PREFIX, SELF, empty_families, families
+from .families import NS_LABELS, PREFIX, SELF, empty_families, families, family_rows
 from .fetch import LimitsBook, Retry, as_usage, fetch_limits, fetch_usage
 from .parse import (
     FLOAT_FIELDS as _FLOAT_FIELDS,
@@ -82,7 +82,7 @@ __all__ = [
     "HotObject", "HotObjects", "Latency", "LimitsBook", "NamespaceUsage", "NodeLimits", "Retry",
     "Window", "_FLOAT_FIELDS", "_INVOCATION_SUMS", "_PERIODIC_SUMS", "advance", "as_usage",
     "build_query", "build_request", "ceil_minute", "decode_answer", "empty_families",
-    "families", "fetch_limits", "fetch_usage", "floor_minute", "forget", "known_namespaces",
+    "families", "family_rows", "fetch_limits", "fetch_usage", "floor_minute", "forget", "known_namespaces",
     "next_window", "parse_analytics", "parse_settings", "record_failure", "settings_request",
     "skip", "valid_namespace_id", "valid_object_id",
 ]  # fmt: skip

@@ -1,7 +1,11 @@
-"""Analytics states as Prometheus metric families (pure: no I/O, no clock).
+"""Analytics states as metric families (pure: no I/O, no clock).
 
-The names, help texts and labels below are the contract that
-``do_exporter/metrics/contract.py`` declares; once it is merged the builders read it.
+Names, help texts, types and labels are the contract's (``do_exporter/metrics/contract.py``,
+:data:`~do_exporter.metrics.contract.ANALYTICS_FAMILIES`). :func:`family_rows` hands one
+account's rows to the renderer (the seam ``metrics/usage.py`` uses): every analytics family
+in contract order, each with its rows ``(label values, value)`` produced lazily, labels in
+the family's order. :func:`families` builds prometheus-client objects from the same rows
+(tests, ``describe()``, benchmarks comparing with ``generate_latest``).
 
 Example (one account, one namespace; ``NS`` stands for its three labels)::
 
@@ -13,14 +17,15 @@ Example (one account, one namespace; ``NS`` stands for its three labels)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-
+from ..metrics import contract as c
 from .query import QUANTILES
 from .state import RESULTS, AnalyticsState
+
+if TYPE_CHECKING:  # imported when objects are built (tests), not by the daemon (memory)
+    from prometheus_client.metrics_core import Metric
 
 
 class Named(Protocol):
@@ -33,33 +38,25 @@ class Named(Protocol):
     def name(self) -> str | None: ...
 
 
-PREFIX = "cloudflare_durable_objects"
-SELF = f"{PREFIX}_exporter"
-NS_LABELS = ["account_id", "namespace_id", "namespace_name"]
-OBJECT_LABELS = [*NS_LABELS, "object_id"]
+PREFIX = c.PREFIX
+SELF = c.SELF
+NS_LABELS = list(c.NS_LABELS)
+OBJECT_LABELS = list(c.OBJECT_LABELS)
 
-# (metric name without _total, help, NamespaceUsage attribute or property)
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("requests", "Requests to the namespace's Durable Objects (sampled dataset: an estimate).",
-     "requests"),
-    ("errors", "Requests that ended in an error (sampled dataset: an estimate).", "errors"),
-    ("wall_time_seconds", "Wall time of requests (sampled dataset: an estimate).",
-     "wall_time_seconds"),
-    ("response_body_bytes", "Bytes of response bodies (sampled dataset: an estimate).",
-     "response_body_bytes"),
-    ("cpu_time_seconds", "CPU time of the namespace's Durable Objects.", "cpu_time_seconds"),
-    ("active_time_seconds", "Active (billable wall-clock) time of the namespace's Durable "
-     "Objects.", "active_time_seconds"),
-    ("duration_gigabyte_seconds", "Billable duration, gigabyte-seconds (128 MB per active "
-     "object).", "duration_gb_s"),
-    ("rows_read", "SQLite rows read (SQLite-backed namespaces).", "rows_read"),
-    ("rows_written", "SQLite rows written (SQLite-backed namespaces).", "rows_written"),
-    ("storage_read_units", "Storage reads in 4 KB units (key-value-backed namespaces).",
-     "storage_read_units"),
-    ("storage_write_units", "Storage writes in 4 KB units (key-value-backed namespaces).",
-     "storage_write_units"),
-    ("storage_deletes", "Storage deletes (key-value-backed namespaces).", "storage_deletes"),
-    ("subrequests", "Subrequests made by the namespace's Durable Objects.", "subrequests"),
+Row = tuple[Sequence[str], float]
+# A summary's row: label values without ``quantile``, the quantiles (label, value), and
+# ``(sum, count)`` when known.
+SummaryRow = tuple[Sequence[str], Sequence[tuple[str, float]], tuple[float, float] | None]
+
+# (contract family, NamespaceUsage attribute or property), in contract order
+COUNTERS: tuple[tuple[c.Family, str], ...] = (
+    (c.REQUESTS, "requests"), (c.ERRORS, "errors"), (c.WALL_TIME, "wall_time_seconds"),
+    (c.RESPONSE_BODY_BYTES, "response_body_bytes"), (c.CPU_TIME, "cpu_time_seconds"),
+    (c.ACTIVE_TIME, "active_time_seconds"), (c.DURATION, "duration_gb_s"),
+    (c.ROWS_READ, "rows_read"), (c.ROWS_WRITTEN, "rows_written"),
+    (c.STORAGE_READ_UNITS, "storage_read_units"),
+    (c.STORAGE_WRITE_UNITS, "storage_write_units"), (c.STORAGE_DELETES, "storage_deletes"),
+    (c.SUBREQUESTS, "subrequests"),
 )  # fmt: skip
 FAILURE_REASONS = (
     ("exceeded_cpu", "exceeded_cpu"),
@@ -68,143 +65,158 @@ FAILURE_REASONS = (
 )
 
 
+class _Rows:
+    """One account's rows, family by family (label values built on demand)."""
+
+    def __init__(self, state: AnalyticsState, namespaces: Iterable[Named]) -> None:
+        self.state = state
+        self.names = {ns.id: ns.name or "" for ns in namespaces}
+        self.counted = state.watermark is not None
+
+    def labels(self, ns_id: str) -> tuple[str, str, str]:
+        return (self.state.account_id, ns_id, self.names.get(ns_id, ""))
+
+    def counter(self, attr: str) -> Iterator[Row]:
+        counters = self.state.counters
+        for ns_id in sorted(counters):
+            yield self.labels(ns_id), float(getattr(counters[ns_id], attr))
+
+    def by_status(self) -> Iterator[Row]:
+        statuses = self.state.statuses
+        for ns_id in sorted(statuses):
+            ls = self.labels(ns_id)
+            for status, count in sorted(statuses[ns_id].items()):
+                yield (*ls, status), float(count)
+
+    def ws_messages(self) -> Iterator[Row]:
+        counters = self.state.counters
+        for ns_id in sorted(counters):
+            usage, ls = counters[ns_id], self.labels(ns_id)
+            yield (*ls, "inbound"), float(usage.websocket_inbound)
+            yield (*ls, "outbound"), float(usage.websocket_outbound)
+
+    def failures(self) -> Iterator[Row]:
+        counters = self.state.counters
+        for ns_id in sorted(counters):
+            usage, ls = counters[ns_id], self.labels(ns_id)
+            for reason, attr in FAILURE_REASONS:
+                yield (*ls, reason), float(getattr(usage, attr))
+
+    def gauge(self, values: Mapping[str, int]) -> Iterator[Row]:
+        for ns_id in sorted(values):
+            yield self.labels(ns_id), float(values[ns_id])
+
+    def wall_quantiles(self) -> Iterator[SummaryRow]:
+        latency, counters = self.state.latency, self.state.counters
+        for ns_id in sorted(latency):
+            lat = latency[ns_id]
+            qs = [(q, lat.quantiles[q] / 1e6) for q, _ in QUANTILES if q in lat.quantiles]
+            usage = counters.get(ns_id)
+            total = None if usage is None else (usage.wall_time_seconds, float(usage.requests))
+            yield self.labels(ns_id), qs, total
+
+    def wall_max(self) -> Iterator[Row]:
+        latency = self.state.latency
+        for ns_id in sorted(latency):
+            yield self.labels(ns_id), latency[ns_id].max_us / 1e6
+
+    def hot(self, which: str, scale: float) -> Iterator[Row]:
+        hot = self.state.hot
+        if hot.seconds <= 0:
+            return
+        for obj in getattr(hot, which):
+            ns_id = obj.namespace_id
+            yield (*self.labels(ns_id), obj.object_id), obj.value * scale / hot.seconds
+
+    def account(self) -> Iterator[tuple[c.Family, Iterable[Row]]]:
+        state, acc = self.state, (self.state.account_id,)
+        counted = self.counted
+        stored, mark, last = state.account_stored_bytes, state.watermark, state.last_success_at
+        has_stored = counted and stored is not None
+        yield c.ACCOUNT_STORED_BYTES, [(acc, float(stored))] if has_stored else []  # type: ignore[arg-type]
+        yield c.ANALYTICS_WATERMARK, [(acc, float(mark))] if mark is not None else []
+        yield c.ANALYTICS_LAST_SUCCESS, [(acc, last)] if counted and last is not None else []
+        yield c.ANALYTICS_QUERIES, [((*acc, r), float(state.queries.get(r, 0))) for r in RESULTS]
+        yield c.ANALYTICS_SKIPPED, [(acc, float(state.skipped_seconds))]
+        yield c.ANALYTICS_DROPPED_ROWS, [(acc, float(state.dropped_rows))]
+
+
+def family_rows(
+    state: AnalyticsState, namespaces: Iterable[Named] = ()
+) -> Iterator[tuple[c.Family, Iterable[Row] | Iterable[SummaryRow]]]:
+    """Every analytics family of one account, in contract order, with its rows (lazy: a
+    family's rows are made when they are iterated). ``namespaces``: the account's namespace
+    list, for ``namespace_name`` (``""`` for a namespace it does not hold). The summary
+    family's rows are :data:`SummaryRow` s. No usage rows before a counted window."""
+    r = _Rows(state, namespaces)
+    counted = r.counted
+    none: tuple[Row, ...] = ()
+    for family, attr in COUNTERS:
+        yield family, r.counter(attr) if counted else none
+    yield c.REQUESTS_BY_STATUS, r.by_status() if counted else none
+    yield c.WEBSOCKET_MESSAGES, r.ws_messages() if counted else none
+    yield c.FAILURES, r.failures() if counted else none
+    yield c.BUSIEST_OBJECT_WEBSOCKETS, r.gauge(state.websockets) if counted else none
+    yield c.STORED_BYTES, r.gauge(state.stored_bytes) if counted else none
+    yield c.WALL_TIME_QUANTILES, r.wall_quantiles() if counted else none
+    yield c.WALL_TIME_MAX, r.wall_max() if counted else none
+    yield c.HOT_OBJECT_REQUESTS, r.hot("requests", 1.0) if counted else none
+    yield c.HOT_OBJECT_CPU, r.hot("cpu", 1e-6) if counted else none
+    yield from r.account()
+
+
+# ---- prometheus-client objects (tests, describe(), comparisons with generate_latest) ----
+
+
+def _metric(family: c.Family) -> Metric:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.metrics_core import Metric
+
+    labels = list(family.labels)
+    if family.type == "counter":
+        return CounterMetricFamily(family.name[: -len("_total")], family.help, labels=labels)
+    if family.type == "gauge":
+        return GaugeMetricFamily(family.name, family.help, labels=labels)
+    return Metric(family.name, family.help, family.type)
+
+
+def _adder(family: c.Family, metric: Metric) -> Callable[[object], None]:
+    if family.type != "summary":
+        add_metric = metric.add_metric  # type: ignore[attr-defined]
+        return lambda row: add_metric(list(row[0]), row[1])  # type: ignore[index]
+
+    def add(row: object) -> None:
+        values, quantiles, total = row  # type: ignore[misc]
+        named = dict(zip(family.labels, values, strict=False))
+        for label, value in quantiles:
+            metric.add_sample(family.name, {**named, "quantile": label}, value)
+        if total is not None:
+            metric.add_sample(family.name + "_sum", named, total[0])
+            metric.add_sample(family.name + "_count", named, total[1])
+
+    return add
+
+
 def empty_families() -> list[Metric]:
     """Every analytics family, without samples (for ``describe()``)."""
-    return _build([], {})
+    return [_metric(f) for f in c.ANALYTICS_FAMILIES]
 
 
 def families(
     states: Iterable[AnalyticsState],
     namespaces: Mapping[str, Sequence[Named]] | None = None,
 ) -> list[Metric]:
-    """The analytics families for some accounts' states.
+    """The analytics families for some accounts' states, as prometheus-client objects.
 
     ``namespaces`` maps an account id to its namespace list, for ``namespace_name`` (``""``
     for a namespace the list does not hold). Counters appear once a window was counted; no
     ``_created`` samples.
     """
-    return _build(list(states), namespaces or {})
-
-
-def _new() -> dict[str, Metric]:
-    c, g = CounterMetricFamily, GaugeMetricFamily
-    out: dict[str, Metric] = {
-        name: c(f"{PREFIX}_{name}", doc, labels=NS_LABELS) for name, doc, _ in COUNTERS
-    }
-    out |= {
-        "by_status": c(f"{PREFIX}_requests_by_status", "Requests by invocation status as "
-                       "Cloudflare names it (other: a status not known to the exporter; "
-                       "sampled dataset: an estimate).", labels=[*NS_LABELS, "status"]),
-        "ws_messages": c(f"{PREFIX}_websocket_messages", "WebSocket messages, by direction.",
-                         labels=[*NS_LABELS, "direction"]),
-        "failures": c(f"{PREFIX}_failures", "Invocations that failed on a limit or an "
-                      "internal error, by reason.", labels=[*NS_LABELS, "reason"]),
-        "ws": g(f"{PREFIX}_busiest_object_websocket_connections", "Peak active WebSocket "
-                "connections of the namespace's busiest single object in the last window that "
-                "reported the namespace (not a namespace total).", labels=NS_LABELS),
-        "stored": g(f"{PREFIX}_stored_bytes", "SQLite storage of the namespace, bytes (latest "
-                    "window that reported it).", labels=NS_LABELS),
-        "wall_q": Metric(f"{PREFIX}_request_wall_time_seconds", "Wall time of the "
-                         "namespace's requests: percentiles over the last counted window; "
-                         "_sum and _count since the exporter started (sampled dataset: an "
-                         "estimate).", "summary"),
-        "wall_max": g(f"{PREFIX}_request_wall_time_max_seconds", "Wall time of the "
-                      "namespace's slowest request in the last counted window.",
-                      labels=NS_LABELS),
-        "hot_rps": g(f"{PREFIX}_hot_object_requests_per_second", "Requests per second of one "
-                     "of the account's top-N objects by requests, over the last counted "
-                     "window.", labels=OBJECT_LABELS),
-        "hot_cpu": g(f"{PREFIX}_hot_object_cpu_ratio", "CPU seconds per second of one of the "
-                     "account's top-N objects by CPU over the last counted window (1: its "
-                     "single thread saturated).", labels=OBJECT_LABELS),
-        "account_stored": g(f"{PREFIX}_account_stored_bytes", "Durable Objects storage of the "
-                            "account, bytes (latest hourly figure).", labels=["account_id"]),
-        "watermark": g(f"{SELF}_analytics_watermark_timestamp_seconds", "End of the last "
-                       "counted analytics window (Unix time).", labels=["account_id"]),
-        "last_success": g(f"{SELF}_analytics_last_success_timestamp_seconds", "Unix time of "
-                          "the last analytics answer that was counted.", labels=["account_id"]),
-        "queries": c(f"{SELF}_analytics_queries", "Analytics queries of the account, by result "
-                     "(success|failure|denied).", labels=["account_id", "result"]),
-        "skipped": c(f"{SELF}_analytics_skipped_seconds", "Seconds of analytics given up as "
-                     "uncountable (older than the plan allows).", labels=["account_id"]),
-        "dropped": c(f"{SELF}_analytics_dropped_rows", "Rows of analytics answers refused at "
-                     "the edge (malformed ids or text).", labels=["account_id"]),
-    }  # fmt: skip
-    return out
-
-
-def _build(
-    states: list[AnalyticsState], namespaces: Mapping[str, Sequence[Named]]
-) -> list[Metric]:
-    fams = _new()
+    out = {f.name: _metric(f) for f in c.ANALYTICS_FAMILIES}
+    adders = {f.name: _adder(f, out[f.name]) for f in c.ANALYTICS_FAMILIES}
     for state in states:
-        names = {ns.id: ns.name or "" for ns in namespaces.get(state.account_id, ())}
-        _account(fams, state)
-        if state.watermark is not None:
-            _namespaces(fams, state, names)
-            _hot(fams, state, names)
-    return list(fams.values())
-
-
-def _account(fams: Mapping[str, Metric], state: AnalyticsState) -> None:
-    acc = [state.account_id]
-    add = {k: f.add_metric for k, f in fams.items() if k != "wall_q"}  # type: ignore[attr-defined]
-    for result in RESULTS:
-        add["queries"]([*acc, result], float(state.queries.get(result, 0)))
-    add["skipped"](acc, float(state.skipped_seconds))
-    add["dropped"](acc, float(state.dropped_rows))
-    if state.watermark is None:
-        return
-    add["watermark"](acc, float(state.watermark))
-    if state.last_success_at is not None:
-        add["last_success"](acc, state.last_success_at)
-    if state.account_stored_bytes is not None:
-        add["account_stored"](acc, float(state.account_stored_bytes))
-
-
-def _namespaces(
-    fams: Mapping[str, Metric], state: AnalyticsState, names: Mapping[str, str]
-) -> None:
-    def labels(ns_id: str) -> list[str]:
-        return [state.account_id, ns_id, names.get(ns_id, "")]
-
-    add = {k: f.add_metric for k, f in fams.items() if k != "wall_q"}  # type: ignore[attr-defined]
-    for ns_id in sorted(state.counters):
-        usage, ls = state.counters[ns_id], labels(ns_id)
-        for name, _, attr in COUNTERS:
-            add[name](ls, float(getattr(usage, attr)))
-        add["ws_messages"]([*ls, "inbound"], float(usage.websocket_inbound))
-        add["ws_messages"]([*ls, "outbound"], float(usage.websocket_outbound))
-        for reason, attr in FAILURE_REASONS:
-            add["failures"]([*ls, reason], float(getattr(usage, attr)))
-    for ns_id in sorted(state.statuses):
-        for status, count in sorted(state.statuses[ns_id].items()):
-            add["by_status"]([*labels(ns_id), status], float(count))
-    for ns_id in sorted(state.websockets):
-        add["ws"](labels(ns_id), float(state.websockets[ns_id]))
-    for ns_id in sorted(state.stored_bytes):
-        add["stored"](labels(ns_id), float(state.stored_bytes[ns_id]))
-    wall = fams["wall_q"]
-    for ns_id in sorted(state.latency):
-        lat, named = state.latency[ns_id], dict(zip(NS_LABELS, labels(ns_id), strict=True))
-        for label, _ in QUANTILES:
-            if label in lat.quantiles:
-                value = lat.quantiles[label] / 1e6
-                wall.add_sample(wall.name, {**named, "quantile": label}, value)
-        usage = state.counters.get(ns_id)
-        if usage is not None:
-            wall.add_sample(wall.name + "_sum", named, usage.wall_time_seconds)
-            wall.add_sample(wall.name + "_count", named, float(usage.requests))
-        add["wall_max"](labels(ns_id), lat.max_us / 1e6)
-
-
-def _hot(fams: Mapping[str, Metric], state: AnalyticsState, names: Mapping[str, str]) -> None:
-    hot = state.hot
-    if hot.seconds <= 0:
-        return
-    for key, objs, scale in (("hot_rps", hot.requests, 1.0), ("hot_cpu", hot.cpu, 1e-6)):
-        for obj in objs:
-            labels = [state.account_id, obj.namespace_id, names.get(obj.namespace_id, ""),
-                      obj.object_id]  # fmt: skip
-            value = obj.value * scale / hot.seconds
-            fams[key].add_metric(labels, value)  # type: ignore[attr-defined]
+        for family, rows in family_rows(state, (namespaces or {}).get(state.account_id, ())):
+            add = adders[family.name]
+            for row in rows:
+                add(row)
+    return list(out.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ STATUSES = frozenset({
     "internalError", "responseStreamDisconnected", "canceled", "loadShed",
 })  # fmt: skip
 OTHER_STATUS = "other"
+_STATUS_NAMES = {s: s for s in STATUSES}
 
 # API field -> NamespaceUsage field, per dataset.
 INVOCATION_SUMS = {
@@ -87,7 +89,7 @@ def status_label(value: Any) -> str | None:
     """The ``status`` label for a value from an answer (None: not a string at all)."""
     if not isinstance(value, str):
         return None
-    return value if value in STATUSES else OTHER_STATUS
+    return _STATUS_NAMES.get(value, OTHER_STATUS)  # the one string of each name
 
 
 def invalid(message: str, status: int | None = None) -> AnalyticsError:
@@ -203,7 +205,7 @@ def _rows(
         if not valid_namespace_id(ns_id):
             dropped += 1
             continue
-        out.append((ns_id, row))
+        out.append((sys.intern(ns_id), row))  # one string per namespace in every mapping
     full = len(rows) >= page_size
     if full and not out:
         return invalid(f"{alias}: a full page without one usable namespaceId")
@@ -401,7 +403,7 @@ def _hot(
         if isinstance(sums, AnalyticsError):
             return sums
         seen.add((ns_id, obj))
-        out.append(HotObject(ns_id, obj, int(sums["v"])))
+        out.append(HotObject(sys.intern(ns_id), obj, int(sums["v"])))
     return tuple(out), dropped
 
 

@@ -100,6 +100,29 @@ def lines(
     return "".join(template % (*[esc(values[i]) for i in order], number(v)) for values, v in rows)
 
 
+def summary_lines(
+    name: str,
+    labels: Sequence[str],
+    rows: Iterable[tuple[Sequence[str], Sequence[tuple[str, float]], tuple[float, float] | None]],
+    esc: Callable[[str], str] = escape,
+) -> str:
+    """Sample lines of the summary ``name`` (``labels`` end in ``quantile``): each row's label
+    values without the quantile, its quantiles ``(label, value)``, and ``(sum, count)`` or
+    None, written as ``generate_latest`` does (quantiles, then ``_sum``, ``_count``)."""
+    quantile, _ = _template(name, labels)
+    total = _template(name + "_sum", labels[:-1])[0], _template(name + "_count", labels[:-1])[0]
+    if sorted(labels) != list(labels):
+        raise ValueError(f"summary labels out of order: {labels}")
+    out = []
+    for values, quantiles, sums in rows:
+        escaped = tuple(map(esc, values))
+        out += [quantile % (*escaped, esc(q), number(v)) for q, v in quantiles]
+        if sums is not None:
+            out.append(total[0] % (*escaped, number(sums[0])))
+            out.append(total[1] % (*escaped, number(sums[1])))
+    return "".join(out)
+
+
 def family_lines(family: Family, rows: Iterable[Row], esc: Callable[[str], str] = escape) -> str:
     return lines(family.name, family.labels, rows, esc)
 

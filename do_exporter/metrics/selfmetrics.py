@@ -19,16 +19,15 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
 from . import contract as c
 from .render import Row, family_lines, lines, number
 from .tokens import TokenHealthMetrics
+
+if TYPE_CHECKING:  # prometheus-client is imported only when a registry asks (memory)
+    from prometheus_client.metrics_core import Metric
 
 RENDER_EVERY = 1.0  # seconds a rendered exposition of these metrics is served again
 MAX_VALUE_LENGTH = 64  # characters of an endpoint or code label value
@@ -69,7 +68,7 @@ def _bounded(seen: dict[str, set[str]], endpoint: str, value: str) -> str:
     return value
 
 
-class ExporterMetrics(Collector):
+class ExporterMetrics:
     """Implements the client's ``RequestObserver`` and exposes what it observed."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -194,6 +193,8 @@ class ExporterMetrics(Collector):
     # -- prometheus-client's Collector (tests read samples through a registry) ------------
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.parser import text_string_to_metric_families
+
         return iter(text_string_to_metric_families(self.text()))
 
     def describe(self) -> Iterator[Metric]:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from . import contract as c
 from .render import Row, family_lines
+
+if TYPE_CHECKING:  # prometheus-client is imported only when a registry asks (memory)
+    from prometheus_client.metrics_core import Metric
 
 # "unknown": never verified successfully (the API did not answer). A later failure to verify
 # keeps the last verdict: one failed request must not flip an alert.
@@ -52,7 +52,7 @@ class TokenHealth:
     error: str | None = None  # why the last verification failed (no verdict), if it did
 
 
-class TokenHealthMetrics(Collector):
+class TokenHealthMetrics:
     """The latest :class:`TokenHealth` of each credential, as two gauge families.
 
     A family with no credential verified yet is left out of the exposition altogether.
@@ -92,6 +92,8 @@ class TokenHealthMetrics(Collector):
 
     # prometheus-client's Collector (tests read samples through a registry)
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.parser import text_string_to_metric_families
+
         return iter(text_string_to_metric_families(self.text()))
 
     def describe(self) -> Iterator[Metric]:

@@ -1,27 +1,28 @@
-"""Usage analytics families as parts: the analytics module's families, one account at a time.
+"""Usage analytics families as parts: the analytics module's rows, one account at a time.
 
-``analytics.families`` builds an account's families (prometheus-client objects); they are
-written here to text account by account, so only one account's objects exist at once, and an
-account whose analytics state and namespace list are the same objects as at the last render
-is not built nor written again. Families are looked up in the contract by name; one the
-contract does not know keeps the help and type it came with.
+``analytics.family_rows(state, namespaces)`` yields an account's families in the contract's
+:data:`~.contract.ANALYTICS_FAMILIES` order, each with its rows (:data:`~.render.Row`, labels
+in the family's order; the summary's rows as :func:`~.render.summary_lines` takes them),
+made lazily: one family's text exists at a time, and an account whose analytics state and
+namespace list are the same objects as at the last render is not written again.
 
-The faster seam for the analytics builder: a module-level ``family_rows(state, namespaces)``
-in :mod:`do_exporter.analytics` yielding ``(contract family, rows)`` (rows as
-:data:`~.render.Row`, labels in the family's order) is used instead of ``families`` when it
-exists; the contract's :data:`~.contract.ANALYTICS_FAMILIES` order is then the order.
+Without ``family_rows`` (an older analytics module) ``analytics.families`` builds
+prometheus-client objects, written here the way ``generate_latest`` does; families are then
+looked up in the contract by name, one the contract does not know keeps its help and type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.metrics_core import Metric
+if TYPE_CHECKING:  # only the fallback path handles prometheus-client objects
+    from prometheus_client.metrics_core import Metric
 
 from .. import analytics
 from ..model import Namespace, Snapshot
 from . import contract as c
-from .render import Part, lines, number
+from .render import Part, lines, number, summary_lines
 
 Escape = Callable[[str], str]
 _OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
@@ -76,29 +77,37 @@ def families() -> list[c.Family]:
 
 
 class _Account:
-    """One account's analytics text, built on first use."""
+    """One account's analytics text, family by family as the renderer asks for it (in
+    contract order): only one family's text exists at a time."""
 
     def __init__(self, state: analytics.AnalyticsState, listed: Sequence[Namespace],
                  esc: Escape) -> None:  # fmt: skip
         self.state, self.listed, self.esc = state, listed, esc
+        self._rows: Iterator[tuple[c.Family, Iterable[Any]]] | None = None
         self._texts: dict[str, str] | None = None
 
     def text(self, name: str) -> str:
+        rows = getattr(analytics, "family_rows", None)
+        if rows is None:
+            return self._built(name)
+        if self._rows is None:
+            self._rows = iter(rows(self.state, self.listed))
+        for family, found in self._rows:  # families before ``name`` were not asked for
+            if family.name == name:
+                if family.type == "summary":
+                    return summary_lines(family.name, family.labels, found, self.esc)
+                return lines(family.name, family.labels, found, self.esc)
+        return ""
+
+    def _built(self, name: str) -> str:
         if self._texts is None:
-            rows = getattr(analytics, "family_rows", None)
-            if rows is not None:
-                self._texts = {
-                    f.name: lines(f.name, f.labels, r, self.esc)
-                    for f, r in rows(self.state, self.listed)
-                }
-            else:
-                built = analytics.families([self.state], {self.state.account_id: self.listed})
-                texts = {}
-                while built:  # each family's objects go as soon as it is written
-                    metric = built.pop(0)
-                    texts[exposed_name(metric)[0]] = metric_lines(metric, self.esc)
-                    del metric
-                self._texts = texts
+            built = analytics.families([self.state], {self.state.account_id: self.listed})
+            texts = {}
+            while built:  # each family's objects go as soon as it is written
+                metric = built.pop(0)
+                texts[exposed_name(metric)[0]] = metric_lines(metric, self.esc)
+                del metric
+            self._texts = texts
         return self._texts.pop(name, "")  # written once, then dropped
 
 
