@@ -18,12 +18,10 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import requests
 import structlog
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
-from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -32,7 +30,6 @@ from .check import describe_error
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
 from .config import Config, Credential, Secret, TokenFile, format_address
-from .jobs import DaemonExecutor
 from .metrics.contract import estimate_series
 from .metrics.groups import INVENTORY
 from .metrics.selfmetrics import ExporterMetrics
@@ -44,6 +41,13 @@ from .server import MetricsServer
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
 from .webconfig import WebConfig
+
+
+if TYPE_CHECKING:  # APScheduler is imported by the daemon only: --once and --check never schedule
+    from apscheduler.events import JobExecutionEvent
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from .jobs import DaemonExecutor
 
 log = structlog.get_logger("do_exporter.app")
 
@@ -345,6 +349,11 @@ class Exporter:
         self._scheduler.start()
 
     def _schedule(self) -> BackgroundScheduler:
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        from .jobs import DaemonExecutor
+
         self._executors = (DaemonExecutor("poll"), DaemonExecutor("verify"))
         scheduler = BackgroundScheduler(
             executors=dict(zip(("default", "verify"), self._executors, strict=True)),
@@ -400,6 +409,8 @@ class Exporter:
         log.info("stopped")
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.warning("poll skipped: the previous poll is still running")
         elif event.exception is not None:
