@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -130,6 +131,21 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """A test that runs the daemon's signal inbox in-process (``cli.main`` with ``--demo``,
+    the ``Inbox`` tests) leaves SIGINT, SIGTERM and SIGHUP ignored, as the daemon does when
+    it shuts down; a child process started later by the same xdist worker would inherit
+    SIG_IGN, and Python then installs no KeyboardInterrupt for it (the Ctrl-C test of
+    ``--once`` hung that way). Each test gets the handlers the worker had before it."""
+    names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {signum: signal.getsignal(signum) for signum in names}
+    yield
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture
