@@ -16,7 +16,6 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from do_exporter import analytics as a
 from do_exporter.analytics import (
@@ -34,6 +33,7 @@ from do_exporter.model import Namespace
 from do_exporter.poller import graphql_sender
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, ns, scenario
+from tests.test_analytics import _samples as registry_of
 
 NS1, NS2, NS3 = f"{1:032x}", f"{2:032x}", f"{3:032x}"
 T0 = 1_717_200_000
@@ -77,17 +77,6 @@ def answer(**aliases: Any) -> dict[str, Any]:
     }
     account.update(aliases)
     return {"data": {"viewer": {"accounts": [account]}}, "errors": None}
-
-
-def registry_of(state: AnalyticsState, names: Mapping[str, list[Namespace]]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-
-    class _C:
-        def collect(self) -> list[Any]:
-            return a.families([state], names)
-
-    registry.register(_C())  # type: ignore[arg-type]
-    return registry
 
 
 def counted(doc: Mapping[str, Any], window: Window = W) -> AnalyticsState:

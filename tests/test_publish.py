@@ -12,45 +12,18 @@ import pytest
 
 from do_exporter.model import (
     AccountPoll,
-    AccountSnapshot,
     Counted,
     Failed,
     Gone,
     Listed,
     Namespace,
-    NamespaceCount,
     ObjectCount,
     Snapshot,
 )
 from do_exporter.planner import Credential, WalkState
 from do_exporter.publish import Gathered, full_refresh, kept_accounts, next_account, publish
 from do_exporter.ratelimit import Lane
-
-A, B, C = "a" * 32, "b" * 32, "c" * 32
-DISCOVER = Credential("default")
-
-
-def account(
-    account_id: str,
-    sizes: dict[str, int],
-    *,
-    credential: str = "default",
-    extra: tuple[str, ...] = (),
-) -> AccountSnapshot:
-    return AccountSnapshot(
-        account_id=account_id,
-        namespaces=tuple(Namespace(n) for n in [*sizes, *extra]),
-        counts=MappingProxyType({n: NamespaceCount(size, 0, 100.0) for n, size in sizes.items()}),
-        last_poll_success=True,
-        polls_success=3,
-        namespaces_listed=True,
-        credential=credential,
-    )
-
-
-def snapshot(*accounts: AccountSnapshot) -> Snapshot:
-    return Snapshot(accounts=accounts, generation=5, complete=True)
-
+from tests.test_planner import A, B, C, DISCOVER, account, snapshot
 
 def listed(*names: str) -> Listed:
     return Listed(tuple(Namespace(n) for n in names))
