@@ -10,7 +10,10 @@ every namespace the API lists, filtered or not.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .model import Listed, Namespace
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,15 @@ class NamespaceFilter:
         if self.include is not None and not any(self.include.fullmatch(t) for t in texts):
             return False
         return not (self.exclude is not None and any(self.exclude.fullmatch(t) for t in texts))
+
+    def listed(self, namespaces: Iterable[Namespace]) -> Listed:
+        """A list after the filter, with the totals of everything listed."""
+        listed = tuple(namespaces)
+        if not self.active:
+            return Listed(listed)
+        kept = tuple(ns for ns in listed if self.allows(ns.name, ns.class_name))
+        sqlite = sum(1 for ns in listed if ns.use_sqlite)
+        return Listed(kept, total=len(listed), sqlite=sqlite)
 
 
 ALL = NamespaceFilter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from do_exporter.cli import parse_options
 from do_exporter.config import Config, ConfigError, Secret, build_config, format_address
 from do_exporter.metrics.groups import GROUPS
+from do_exporter.model import Namespace
 from do_exporter.nsfilter import NamespaceFilter
 
 ACC1 = "0123456789abcdef0123456789abcdef"
@@ -327,6 +329,16 @@ def test_namespace_filter_is_compiled() -> None:
     assert cfg.namespace_filter.allows("prod_api", "Api")
     assert not cfg.namespace_filter.allows("prod_api", "ApiTest")
     assert not cfg.namespace_filter.allows("dev_api", "Api")
+
+
+def test_namespace_filter_keeps_the_totals_of_a_list() -> None:
+    """A filtered list keeps the namespaces allowed, and counts every one listed."""
+    listed = [Namespace("a", "prod_a", use_sqlite=True), Namespace("b", "dev_b", use_sqlite=True),
+              Namespace("c", "dev_c")]  # fmt: skip
+    kept = NamespaceFilter(include=re.compile("prod_.*")).listed(listed)
+    assert [n.id for n in kept.namespaces] == ["a"] and (kept.total, kept.sqlite) == (3, 2)
+    everything = NamespaceFilter().listed(iter(listed))
+    assert [n.id for n in everything.namespaces] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize(
