@@ -157,25 +157,29 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
     with SimProcess(_sim_doc(args.accounts, args.namespaces, args.objects)) as sim:
         config = Config(analytics=args.analytics)
         exporter = _exporter(config, sim.api_url, sim.token, sim.account_ids)
-        rss, walls = [], []
+        rss: list[float] = []
+        walls: list[float] = []
+        lines: list[int] = []
         for _ in range(args.polls):
             started = time.perf_counter()
             exporter.poll_once()
             walls.append(time.perf_counter() - started)
             rss.append(status_kb("VmRSS") / 1024)
+            # Lines of the exposition (counted a piece at a time, after the RSS is read): new
+            # series appear while polls go on, as namespaces first report a rarer status.
+            lines.append(sum(part.count(b"\n") for part in exporter.exposition_parts(False)))
             print(json.dumps({"poll": len(rss), "wall_s": round(walls[-1], 1),
                               "rss_mb": round(rss[-1], 1), "peak_mb": status_kb("VmHWM") // 1024,
-                              "load": os.getloadavg()[0]}),
+                              "lines": lines[-1], "load": os.getloadavg()[0]}),
                   file=sys.stderr, flush=True)  # fmt: skip  (progress of a long run)
-        peak = status_kb("VmHWM")  # before the line count below
-        series = sum(part.count(b"\n") for part in exporter.exposition_parts(False))
+        peak = status_kb("VmHWM")
         exporter.session.close()
     return {
         "part": "daemon",
         "namespaces": args.accounts * args.namespaces,
         "analytics": args.analytics,
         "polls": args.polls,
-        "exposition_lines": series,
+        "exposition_lines_after_poll": lines,
         "poll_wall_s_median": statistics.median(walls),
         "rss_mb_after_poll": [round(r, 1) for r in rss],
         "rss_growth_after_third_mb": round(max(rss[2:]) - rss[2], 1) if len(rss) > 2 else None,
