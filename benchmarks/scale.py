@@ -12,6 +12,7 @@ main) with ``PYTHONPATH=/other/tree python benchmarks/scale.py ...``: it only us
     python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30]
     python benchmarks/scale.py render [--accounts 20 --namespaces 500]
     python benchmarks/scale.py scrape [--accounts 20 --namespaces 500 --scrapers 20]
+    python benchmarks/scale.py plain --scrapers 4 --scrapes 5   (plain-text scrapes: peak RSS)
 
 Each prints one JSON line. Peak RSS is ``/usr/bin/time``'s maximum resident set (``once``)
 or ``VmHWM``/``VmRSS`` of the worker process itself (the simulator is another process).
@@ -202,10 +203,10 @@ class _Publisher(PollLoop):
             self.polls, tick = self.polls + 1, tick + 1
 
 
-def _scrapers(port: int, count: int, clients: int) -> list[float]:
+def _scrapers(port: int, count: int, clients: int, encoding: str = "gzip") -> list[float]:
     procs = [
         subprocess.Popen(
-            [PYTHON, CLIENT, f"http://127.0.0.1:{port}/metrics", str(count), "gzip"],
+            [PYTHON, CLIENT, f"http://127.0.0.1:{port}/metrics", str(count), encoding],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -256,9 +257,41 @@ def run_scrape(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_plain(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain-text scrapes (no gzip asked) of the big snapshot: what they add to the peak RSS
+    (``VmHWM``) of the exporter process, and their CPU and latency. The snapshot is held as
+    gzip members; the text is inflated while it is sent."""
+    exporter = _exporter(Config(), "http://127.0.0.1:9", "x" * 40, ())
+    exporter.store.publish(_with_usage(big_snapshot(args.accounts, args.namespaces), 0))
+    server = MetricsServer("127.0.0.1", 0, metrics=exporter.exposition_parts,
+                           ready=exporter.ready)  # fmt: skip
+    server.start()
+    try:
+        rss_before, peak_before = status_kb("VmRSS"), status_kb("VmHWM")
+        cpu = time.process_time()
+        latencies = _scrapers(server.port, args.scrapes, args.scrapers, "identity")
+        cpu_per_scrape = (time.process_time() - cpu) / len(latencies)
+        peak_after = status_kb("VmHWM")
+    finally:
+        server.stop()
+    return {
+        "part": "plain",
+        "namespaces": args.accounts * args.namespaces,
+        "plain_bytes": exporter.store.rendered.plain_length,
+        "scrapers": args.scrapers,
+        "scrapes": len(latencies),
+        "rss_before_mb": round(rss_before / 1024, 1),
+        "peak_before_mb": round(peak_before / 1024, 1),
+        "peak_after_mb": round(peak_after / 1024, 1),
+        "cpu_ms_per_scrape": round(cpu_per_scrape * 1000, 1),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("once", "daemon", "render", "scrape"))
+    p.add_argument("part", choices=("once", "daemon", "render", "scrape", "plain"))
     p.add_argument("--accounts", type=int)
     p.add_argument("--namespaces", type=int, default=500)
     p.add_argument("--objects", type=int, default=2000)
@@ -271,7 +304,8 @@ def main() -> None:
         args.accounts = 10 if args.part == "once" else 20
     if args.part == "daemon" and "--objects" not in sys.argv:
         args.objects = 100
-    run = {"once": run_once, "daemon": run_daemon, "render": run_render, "scrape": run_scrape}
+    run = {"once": run_once, "daemon": run_daemon, "render": run_render, "scrape": run_scrape,
+           "plain": run_plain}  # fmt: skip
     configure(level="error", fmt="json")  # log lines go to stderr; stdout is the result
     load = os.getloadavg()
     result = run[args.part](args)

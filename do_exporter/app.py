@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -37,6 +37,7 @@ from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
+from .httpwire import Streamed
 from .server import MetricsServer
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
@@ -274,13 +275,15 @@ class Exporter:
         """What ``/metrics`` serves, as one byte string (``--once`` prints it)."""
         return b"".join(self.exposition_parts(compressed))
 
-    def exposition_parts(self, compressed: bool = False) -> Iterator[bytes]:
+    def exposition_parts(self, compressed: bool = False) -> Iterable[bytes]:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
         With ``compressed`` both are gzip members: the snapshot's part was compressed once
         when it was published; the small own-metrics part is rendered and compressed at most
         once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
-        server sends the parts back to back, so the large one is never copied.
+        server sends the parts back to back, so the large one is never copied. Without, the
+        plain text is inflated a piece at a time while it is sent (:class:`Streamed`: its
+        length is known from the render, so it is never held whole).
         """
         rendered = self.store.rendered
         # Read after the exposition: the same snapshot or a newer one, so the own metrics
@@ -289,7 +292,7 @@ class Exporter:
         own = self.metrics.exposition(compressed, epoch=snapshot)
         if compressed:
             return iter((*rendered.gzip_parts, own))
-        return itertools.chain(rendered.plain(), (own,))
+        return Streamed(rendered.plain_length + len(own), itertools.chain(rendered.plain(), (own,)))
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from . import __version__
@@ -11,6 +13,38 @@ from .clock import SYSTEM, Clock
 
 TEXT = "text/plain; charset=utf-8"
 SERVER = f"do-exporter/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A body of known length whose pieces are made while it is sent (the plain text
+    inflated from the held gzip members): never joined, never held whole."""
+
+    length: int
+    pieces: Iterable[bytes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+
+def send_streamed(
+    sock: socket.socket, head: bytes, body: Streamed, timeout: float, clock: Clock = SYSTEM
+) -> None:
+    """Write ``head`` and ``body`` a piece at a time, all within ``timeout``. Raises
+    :class:`ConnectionError` (the caller closes the connection) if the pieces do not add up
+    to ``body.length``: a client must never wait for bytes that will not come."""
+    deadline = clock.monotonic() + timeout
+    sent, pending = 0, [head]
+    for piece in body:
+        sent += len(piece)
+        if sent > body.length:
+            break
+        pending.append(piece)
+        send_all(sock, pending, deadline - clock.monotonic(), clock)
+        pending = []
+    if sent != body.length:
+        raise ConnectionError(f"the body came to {sent} bytes, not the {body.length} announced")
+    send_all(sock, pending, deadline - clock.monotonic(), clock)
 
 
 def send_all(

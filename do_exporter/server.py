@@ -49,7 +49,7 @@ from .answerpool import AnswerPool
 from .authguard import AuthGuard, AuthLimits, Verdict
 from .clock import SYSTEM, Clock
 from .httphead import MAX_HEAD, Refusal, Request, parse_head
-from .httpwire import LANDING, SERVER, TEXT, plain_answer, send_all
+from .httpwire import LANDING, SERVER, TEXT, Streamed, plain_answer, send_all, send_streamed
 from .webconfig import WebConfig
 
 log = structlog.get_logger("do_exporter.server")
@@ -62,8 +62,9 @@ LINGER = 2.0  # seconds a refused connection is drained before it is closed
 TARPIT = 1.0  # seconds before a client over the authentication limits gets its 429
 
 # What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
-# or the pre-rendered snapshot and the own metrics), so a large body is never copied to join.
-Body = bytes | Iterable[bytes]
+# or the pre-rendered snapshot and the own metrics), so a large body is never copied to join;
+# or Streamed, its pieces made while it is sent (the plain text, inflated from the gzip).
+Body = bytes | Streamed | Iterable[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +460,10 @@ class MetricsServer:
         extra: tuple[tuple[str, str], ...] = (),
         close: bool = False,
     ) -> None:
-        parts = [body] if isinstance(body, bytes) else list(body)
+        parts: list[bytes] = [body] if isinstance(body, bytes) else []
+        if not isinstance(body, bytes | Streamed):
+            parts = list(body)
+        length = body.length if isinstance(body, Streamed) else sum(len(p) for p in parts)
         log.debug(
             "http request",
             client=conn.address,
@@ -474,7 +478,7 @@ class MetricsServer:
                 f"Server: {SERVER}",
                 f"Date: {formatdate(usegmt=True)}",
                 f"Content-Type: {content_type}",
-                f"Content-Length: {sum(len(part) for part in parts)}",
+                f"Content-Length: {length}",
                 *(f"{name}: {value}" for name, value in extra),
             ]
             if encoding:
@@ -486,5 +490,8 @@ class MetricsServer:
             elif request.version == "HTTP/1.0":
                 lines.append("Connection: keep-alive")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        buffers = [head, *parts] if send_body else [head]
-        send_all(conn.sock, buffers, self.limits.answer_timeout, self._clock)
+        timeout = self.limits.answer_timeout
+        if send_body and isinstance(body, Streamed):
+            send_streamed(conn.sock, head, body, timeout, self._clock)
+            return
+        send_all(conn.sock, [head, *parts] if send_body else [head], timeout, self._clock)

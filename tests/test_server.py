@@ -6,12 +6,14 @@ import contextlib
 import gzip
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from do_exporter.httpwire import Streamed
 from do_exporter.server import CONTENT_TYPE_PLAIN_0_0_4, Limits, MetricsServer
 from do_exporter.webconfig import WebConfig
 from tests.support import SAFETY_TIMEOUT, FakeClock, wait_until
@@ -288,5 +290,77 @@ def test_keep_alive_and_pipelined_requests() -> None:
                 conn.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
                 _, headers, body = read_response(conn)
                 assert body == b"ok\n" and headers["connection"] == "keep-alive"
+    finally:
+        srv.stop()
+
+
+def streamed_server(body: Callable[[], Streamed]) -> MetricsServer:
+    srv = MetricsServer("127.0.0.1", 0, metrics=lambda gz: body(), ready=lambda: True)
+    srv.start()
+    return srv
+
+
+def test_a_streamed_body_leaves_a_piece_at_a_time_and_is_never_joined() -> None:
+    """The plain text is made while it is sent: the client has the head and the first piece
+    before the second is asked for (were it joined first, nothing would arrive)."""
+    first, second = b"a" * 100_000, b"b" * 50_000
+    second_asked = threading.Event()
+    go_on = threading.Event()
+
+    def pieces() -> Iterator[bytes]:
+        yield first
+        second_asked.set()
+        assert go_on.wait(SAFETY_TIMEOUT)
+        yield second
+
+    srv = streamed_server(lambda: Streamed(len(first) + len(second), pieces()))
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=SAFETY_TIMEOUT) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while len(data.partition(b"\r\n\r\n")[2]) < len(first):
+                data += conn.recv(1 << 16)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert b"Content-Length: 150000" in head and body == first
+            assert second_asked.is_set()
+            go_on.set()
+            while len(body) < len(first) + len(second):
+                body += conn.recv(1 << 16)
+            assert body == first + second
+    finally:
+        go_on.set()
+        srv.stop()
+
+
+def test_a_streamed_body_shorter_than_announced_closes_the_connection() -> None:
+    """A client must not wait for bytes that will never come: the connection is closed."""
+    srv = streamed_server(lambda: Streamed(10, iter((b"12345",))))
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=SAFETY_TIMEOUT) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(1 << 16):
+                data += chunk
+            assert data.endswith(b"\r\n\r\n12345")  # then the close, not a hang
+    finally:
+        srv.stop()
+
+
+def test_head_never_makes_a_streamed_body() -> None:
+    made = []
+
+    def pieces() -> Iterator[bytes]:
+        made.append(1)
+        yield b"x" * 7
+
+    srv = streamed_server(lambda: Streamed(7, pieces()))
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=SAFETY_TIMEOUT) as conn:
+            conn.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, headers, _ = read_response(conn, head_only=True)
+            assert headers["content-length"] == "7"
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(conn)[2] == b"x" * 7
+        assert made == [1]  # once, for the GET
     finally:
         srv.stop()
