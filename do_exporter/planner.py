@@ -247,6 +247,21 @@ class CountPlan:
         first = self._first_walk.get(credential, MAX_WALK_PAGES)
         return CountOrder(priority, walk_page_limit(objects, first), fresh_pages=fresh)
 
+    def queue(
+        self, credential: str, account_id: str, due: Iterable[Namespace]
+    ) -> tuple[list[str], list[str]]:
+        """An account's due walks in the order they start (by :meth:`order`'s priority),
+        split: those with pages in the ``FRESH`` lane, and those whose every page is
+        ``BULK`` (which run on threads of their own)."""
+        fresh: list[tuple[float, str]] = []
+        bulk: list[tuple[float, str]] = []
+        for ns in due:
+            order = self.order(credential, (account_id, ns.id))
+            (bulk if order.fresh_pages == 0 else fresh).append((order.priority, ns.id))
+        fresh.sort(key=lambda walk: walk[0])
+        bulk.sort(key=lambda walk: walk[0])
+        return [ns_id for _, ns_id in fresh], [ns_id for _, ns_id in bulk]
+
     def fresh_pages(self, credential: str) -> int | None:
         """Most pages one walk reads in the ``FRESH`` lane (None: no budget to plan for):
         half of what one interval (at most one rate-limit window) allows."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -107,8 +107,7 @@ class Poller:
     client's latency to the response head (not counting our own body reading and decoding,
     which would inflate it under load), each credential gets ``burst_rate * latency * 1.25``
     workers; together at least 4, at most ``max_workers``. Before any latency is known it
-    starts with 4 and grows as answers come in (re-sized as walks progress), so a first poll
-    never holds 64 page bodies in memory at once against a fast API.
+    starts with 4 and grows as answers come in: a first poll never holds 64 bodies at once.
 
     ``namespace_filter`` drops namespaces after listing: no walk, no analytics row, no
     series for them (the account's namespace totals still count them). ``clock`` gives the
@@ -428,19 +427,24 @@ class Poller:
             busy = (self._walks, self._delivered, state.pending)
             due = counts_due(account_id, outcome.namespaces, *busy)
             state.due[account_id] = frozenset(ns.id for ns in due)
-        for ns in due:
-            order = state.plan.order(cred, (account_id, ns.id))
-            if order.fresh_pages != 0:
-                with self._lock:
-                    state.must_start.add((account_id, ns.id))
-            pool = self._bulk_pool if order.fresh_pages == 0 else self._walk_pool
-            task = self._count_task(account_id, ns.id, cred, order, state)
-            pool.submit(state.run, task, order.priority)
+        fresh, bulk = state.plan.queue(cred, account_id, due)
+        if fresh and state.plan.binding.get(cred, False):  # must_start matters only then
+            with self._lock:
+                state.must_start.update((account_id, ns_id) for ns_id in fresh)
+        for pool, ids in ((self._walk_pool, fresh), (self._bulk_pool, bulk)):
+            if ids:
+                pool.submit_sorted(state.run, self._walks_of(account_id, cred, ids, state))
 
-    def _count_task(
-        self, account_id: str, ns_id: str, cred: str, order: CountOrder, state: _PollState
-    ) -> _Walk:
-        return _Walk(self, (account_id, ns_id), self._sources[cred].client, order, state)
+    def _walks_of(
+        self, account_id: str, cred: str, ids: list[str], state: _PollState
+    ) -> Iterator[tuple[float, _Walk]]:
+        """An account's walks in the planner's order, made as the pool reaches them: a poll
+        of 10,000 namespaces never holds 10,000 tasks."""
+        client = self._sources[cred].client
+        for ns_id in ids:
+            key = (account_id, ns_id)
+            order = state.plan.order(cred, key)
+            yield order.priority, _Walk(self, key, client, order, state)
 
     def _walk(self, walk: _Walk) -> None:
         """Count one namespace (a walk task; see :class:`_Walk`)."""
@@ -476,18 +480,15 @@ class Poller:
                 )
 
 
+@dataclass(frozen=True, slots=True)
 class _Walk:
-    """One namespace's walk task: a small object, not three closures, because a poll queues
-    one per namespace up front (``--once`` at 10 x 500 x 2,000: peak RSS 50.4 -> 46.3 MB)."""
+    """One namespace's walk task (made when its pool reaches it: :meth:`Poller._walks_of`)."""
 
-    __slots__ = ("poller", "key", "client", "order", "state")
-
-    def __init__(
-        self, poller: Poller, key: Key, client: ApiClient, order: CountOrder, state: _PollState
-    ) -> None:
-        self.poller, self.key, self.client, self.order, self.state = (
-            poller, key, client, order, state,
-        )  # fmt: skip
+    poller: Poller
+    key: Key
+    client: ApiClient
+    order: CountOrder
+    state: _PollState
 
     def __call__(self) -> None:
         self.poller._walk(self)

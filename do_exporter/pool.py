@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 
@@ -52,6 +52,42 @@ class Run:
         return finished
 
 
+Task = Callable[[], None]
+
+
+class _Feed:
+    """Tasks sorted by priority, taken one at a time: one queue entry for all of them."""
+
+    __slots__ = ("_tasks", "_next", "priority")
+
+    def __init__(self, tasks: Iterator[tuple[float, Task]]) -> None:
+        self._tasks = tasks
+        self._next: tuple[float, Task] | None = None
+        self.priority = 0.0
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            self._next = next(self._tasks, None)
+        except Exception:  # a bug making tasks must not kill a pool thread: log, end the feed
+            log.exception("poll task crashed")
+            self._next = None
+        if self._next is not None:
+            self.priority = self._next[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether a task is left to take."""
+        return self._next is not None
+
+    def take(self) -> tuple[Task, bool]:
+        """The next task, and whether more follow."""
+        assert self._next is not None
+        task = self._next[1]
+        self._advance()
+        return task, self.ready
+
+
 class Pool:
     """Daemon worker threads and one priority queue, living as long as the poller.
 
@@ -63,25 +99,35 @@ class Pool:
     def __init__(self, cancel: threading.Event, name: str, limit: int = 1) -> None:
         self._cancel = cancel
         self._name = name
-        self._heap: list[tuple[float, int, Run, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Run, Task | _Feed]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._threads = 0
         self._idle = 0
         self.limit = limit
 
-    def submit(self, run: Run, task: Callable[[], None], priority: float = 0.0) -> None:
+    def submit(self, run: Run, task: Task | _Feed, priority: float = 0.0) -> None:
         """Queue a task of ``run`` (lower priority values first); ignored once it closed."""
         with run.cond:
             if not run.open:
                 return
             run.pending += 1
         with self._cond:
-            heapq.heappush(self._heap, (priority, next(self._seq), run, task))
-            if len(self._heap) > self._idle and self._threads < self.limit:
-                self._start()
-            else:
-                self._cond.notify()
+            self._push(priority, run, task)
+
+    def _push(self, priority: float, run: Run, task: Task | _Feed) -> None:  # under self._cond
+        heapq.heappush(self._heap, (priority, next(self._seq), run, task))
+        if len(self._heap) > self._idle and self._threads < self.limit:
+            self._start()
+        else:
+            self._cond.notify()
+
+    def submit_sorted(self, run: Run, tasks: Iterator[tuple[float, Task]]) -> None:
+        """Queue ``(priority, task)`` pairs of ``run``, sorted by priority, as one entry: each
+        task is made when the pool reaches it, in priority order with the other tasks."""
+        feed = _Feed(tasks)
+        if feed.ready:
+            self.submit(run, feed, feed.priority)
 
     def resize(self, limit: int) -> None:
         """Change the thread limit; start threads at once for work already queued."""
@@ -105,7 +151,8 @@ class Pool:
                 if not self._heap or self._cancel.is_set():
                     self._threads -= 1
                     return
-                _, _, run, task = heapq.heappop(self._heap)
+                _, _, run, entry = heapq.heappop(self._heap)
+                task = self._unfold(run, entry) if isinstance(entry, _Feed) else entry
             try:
                 if run.open:
                     task()
@@ -115,3 +162,14 @@ class Pool:
                 log.exception("poll task crashed")
             finally:
                 run.done()
+
+    def _unfold(self, run: Run, feed: _Feed) -> Task:  # under self._cond
+        """A feed's next task; the feed goes back in the queue while tasks remain."""
+        task, more = feed.take()
+        if more:
+            with run.cond:
+                more = run.open
+                run.pending += more
+            if more:
+                self._push(feed.priority, run, feed)
+        return task

@@ -173,6 +173,9 @@ def test_binding_budget_counts_cheap_namespaces_first_then_the_stalest() -> None
     plan = CountPlan(previous, [Credential("default", budget_per_poll=20)])
     assert plan.binding["default"]
     assert order(plan, ["big1", "big2", "b", "a", "new"]) == ["a", "new", "b", "big2", "big1"]
+    # Queued: the known large walks apart (every page BULK, on threads of their own).
+    due = [Namespace(n) for n in ["big1", "big2", "b", "a", "new"]]
+    assert plan.queue("default", A, due) == (["a", "new", "b"], ["big2", "big1"])
 
 
 def test_planning_is_linear_in_the_namespaces() -> None:
