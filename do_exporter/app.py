@@ -38,15 +38,16 @@ from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
 from .httpwire import Streamed
-from .server import MetricsServer
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
-from .webconfig import WebConfig
 
 
-if TYPE_CHECKING:  # APScheduler is imported by the daemon only: --once and --check never schedule
+if TYPE_CHECKING:  # imported by the daemon only: --once and --check never schedule or serve
     from apscheduler.events import JobExecutionEvent
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    from .server import MetricsServer
+    from .webconfig import WebConfig
 
     from .jobs import DaemonExecutor
 
@@ -316,6 +317,8 @@ class Exporter:
         """Listen, then start the jobs: the start-up token verification, the polls (the first
         at once) and the hourly verification. Returns at once; :class:`StartupError` when
         the listen address cannot be used."""
+        from .server import MetricsServer  # with the web config, bcrypt and PyYAML
+
         try:
             server = MetricsServer(
                 self.config.listen_host,

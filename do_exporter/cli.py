@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import structlog
 
@@ -27,7 +27,9 @@ from .logs import configure
 from .metrics.groups import GROUPS
 from .options import DOCS, GROUP_ORDER, LIST, OPTIONS, SWITCH, TOGGLE, Option, shown
 from .signals import Inbox
-from .webconfig import load_web_config
+
+if TYPE_CHECKING:
+    from .webconfig import WebConfig
 
 PROG = "do-exporter"
 log = structlog.get_logger("do_exporter.cli")
@@ -150,7 +152,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         config = build_config(raw, os.environ, stderr_is_tty=sys.stderr.isatty())
-        web = load_web_config(config.web_config_file) if config.web_config_file else None
+        web: WebConfig | None = None
+        if config.web_config_file:
+            from .webconfig import load_web_config  # bcrypt and PyYAML, only when it is used
+
+            web = load_web_config(config.web_config_file)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

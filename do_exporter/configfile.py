@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from . import yamlload
 from .options import (
     DEFAULT_API_RESERVE,
     DEFAULT_RATE_LIMIT,
@@ -83,6 +82,8 @@ def load_credentials(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not UTF-8 text") from None
+    from . import yamlload  # PyYAML is loaded only when a file is read
+
     try:
         document = yamlload.load(text)
     except yamlload.YamlError as exc:

@@ -8,6 +8,8 @@ sets, rather than on a delay the test hopes is long enough.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -173,3 +175,17 @@ def test_stop_during_a_poll_returns(
     with pytest.raises(requests.ConnectionError):
         requests.get(r.url + "/healthz", timeout=SAFETY_TIMEOUT)
     held.release.set()
+
+
+def test_the_exporter_loads_the_server_and_scheduler_only_when_it_serves() -> None:
+    """``--once`` and ``--check`` never load the server, its web config (bcrypt, PyYAML), the
+    scheduler or prometheus-client: every module costs resident memory (docs/benchmarks.md,
+    Scale), and the target for 10M objects is 50 MB."""
+    code = (
+        "import sys, do_exporter.cli, do_exporter.app\n"
+        "heavy = {'yaml', 'bcrypt', 'apscheduler', 'prometheus_client', 'do_exporter.server',"
+        " 'do_exporter.webconfig', 'do_exporter.simulator'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
