@@ -8,8 +8,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 
+import structlog
+
 from . import __version__
 from .clock import SYSTEM, Clock
+
+log = structlog.get_logger("do_exporter.server")
 
 TEXT = "text/plain; charset=utf-8"
 SERVER = f"do-exporter/{__version__}"
@@ -27,11 +31,16 @@ class Streamed:
         return iter(self.pieces)
 
 
+class BodyMismatch(ConnectionError):
+    """A streamed body did not come to the length announced (a bug of ours, not the
+    client's): the connection is closed."""
+
+
 def send_streamed(
     sock: socket.socket, head: bytes, body: Streamed, timeout: float, clock: Clock = SYSTEM
 ) -> None:
     """Write ``head`` and ``body`` a piece at a time, all within ``timeout``. Raises
-    :class:`ConnectionError` (the caller closes the connection) if the pieces do not add up
+    :class:`BodyMismatch` (the caller closes the connection) if the pieces do not add up
     to ``body.length``: a client must never wait for bytes that will not come."""
     deadline = clock.monotonic() + timeout
     sent, pending = 0, [head]
@@ -42,8 +51,9 @@ def send_streamed(
         pending.append(piece)
         send_all(sock, pending, deadline - clock.monotonic(), clock)
         pending = []
-    if sent != body.length:
-        raise ConnectionError(f"the body came to {sent} bytes, not the {body.length} announced")
+    if sent != body.length:  # ours, not the client's: logged where a user sees it
+        log.error("a /metrics answer did not match its length", sent=sent, length=body.length)
+        raise BodyMismatch(f"the body came to {sent} bytes, not the {body.length} announced")
     send_all(sock, pending, deadline - clock.monotonic(), clock)
 
 

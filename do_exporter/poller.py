@@ -428,7 +428,7 @@ class Poller:
             due = counts_due(account_id, outcome.namespaces, *busy)
             state.due[account_id] = frozenset(ns.id for ns in due)
         fresh, bulk = state.plan.queue(cred, account_id, due)
-        if fresh and state.plan.binding.get(cred, False):  # must_start matters only then
+        if fresh and any(state.plan.binding.values()):  # matters only for a binding plan
             with self._lock:
                 state.must_start.update((account_id, ns_id) for ns_id in fresh)
         for pool, ids in ((self._walk_pool, fresh), (self._bulk_pool, bulk)):

@@ -91,9 +91,10 @@ class _Feed:
 class Pool:
     """Daemon worker threads and one priority queue, living as long as the poller.
 
-    Threads start when queued work outnumbers idle threads, up to ``limit``; surplus threads
-    leave when idle. Tasks of a closed run are skipped when they come up. A task that raises
-    is logged ("poll task crashed") and counts as ended: a bug never kills the poll.
+    Threads start when queue entries outnumber idle threads, up to ``limit`` (a sorted feed
+    is one entry: each time a thread takes a task from it, another may start); surplus
+    threads leave when idle. Tasks of a closed run are skipped when they come up. A task that
+    raises is logged ("poll task crashed") and counts as ended: a bug never kills the poll.
     """
 
     def __init__(self, cancel: threading.Event, name: str, limit: int = 1) -> None:
@@ -115,8 +116,10 @@ class Pool:
         with self._cond:
             self._push(priority, run, task)
 
-    def _push(self, priority: float, run: Run, task: Task | _Feed) -> None:  # under self._cond
-        heapq.heappush(self._heap, (priority, next(self._seq), run, task))
+    def _push(
+        self, priority: float, run: Run, task: Task | _Feed, seq: int | None = None
+    ) -> None:  # under self._cond
+        heapq.heappush(self._heap, (priority, next(self._seq) if seq is None else seq, run, task))
         if len(self._heap) > self._idle and self._threads < self.limit:
             self._start()
         else:
@@ -124,7 +127,9 @@ class Pool:
 
     def submit_sorted(self, run: Run, tasks: Iterator[tuple[float, Task]]) -> None:
         """Queue ``(priority, task)`` pairs of ``run``, sorted by priority, as one entry: each
-        task is made when the pool reaches it, in priority order with the other tasks."""
+        task is made when the pool reaches it, in priority order with the other tasks. The
+        feed keeps its place among equal priorities: a feed queued first runs its tied tasks
+        before a later one's, as if each task had been queued on its own."""
         feed = _Feed(tasks)
         if feed.ready:
             self.submit(run, feed, feed.priority)
@@ -138,7 +143,11 @@ class Pool:
 
     def _start(self) -> None:  # under self._cond
         self._threads += 1
-        threading.Thread(target=self._work, name=self._name, daemon=True).start()
+        try:
+            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+        except RuntimeError:  # out of threads: the running ones take the queued work
+            self._threads -= 1
+            log.error("could not start a poll thread", pool=self._name, threads=self._threads)
 
     def _work(self) -> None:
         while True:
@@ -151,8 +160,8 @@ class Pool:
                 if not self._heap or self._cancel.is_set():
                     self._threads -= 1
                     return
-                _, _, run, entry = heapq.heappop(self._heap)
-                task = self._unfold(run, entry) if isinstance(entry, _Feed) else entry
+                _, seq, run, entry = heapq.heappop(self._heap)
+                task = self._unfold(seq, run, entry) if isinstance(entry, _Feed) else entry
             try:
                 if run.open:
                     task()
@@ -163,13 +172,14 @@ class Pool:
             finally:
                 run.done()
 
-    def _unfold(self, run: Run, feed: _Feed) -> Task:  # under self._cond
-        """A feed's next task; the feed goes back in the queue while tasks remain."""
+    def _unfold(self, seq: int, run: Run, feed: _Feed) -> Task:  # under self._cond
+        """A feed's next task; the feed goes back in the queue, in its place, while tasks
+        remain."""
         task, more = feed.take()
         if more:
             with run.cond:
                 more = run.open
                 run.pending += more
             if more:
-                self._push(feed.priority, run, feed)
+                self._push(feed.priority, run, feed, seq)
         return task

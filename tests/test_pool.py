@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
+import pytest
+
+from do_exporter import pool as pool_module
 from do_exporter.pool import Pool, Run
 from tests.support import SAFETY_TIMEOUT, FakeClock, wait_until
 
@@ -92,3 +95,37 @@ def test_an_empty_feed_queues_nothing() -> None:
     pool, run = Pool(threading.Event(), "test-pool"), Run()
     pool.submit_sorted(run, iter(()))
     assert run.pending == 0 and finish(run)
+
+
+def test_feeds_keep_their_place_among_equal_priorities() -> None:
+    pool, run, release = held_pool()
+    ran: list[str] = []
+    pool.submit_sorted(run, feed("a", [1, 1, 1], ran))
+    pool.submit_sorted(run, feed("b", [1, 1, 1], ran))
+    release.set()
+    assert finish(run)
+    assert ran == ["a0", "a1", "a2", "b0", "b1", "b2"]  # as if each task had been queued alone
+
+
+class _NoThreads:
+    """Stands in for the threading module once the pool is built: no thread starts."""
+
+    class Thread:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+
+def test_a_thread_that_cannot_start_leaves_the_work_to_the_running_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool, run, release = held_pool()
+    monkeypatch.setattr(pool_module, "threading", _NoThreads)
+    pool.limit = 3  # the feed's first task would start more threads: none can
+    ran: list[str] = []
+    pool.submit_sorted(run, feed("a", [1, 2, 3], ran))
+    release.set()
+    wait_until(lambda: run.pending == 0, "every task ran on the one thread")
+    assert ran == ["a0", "a1", "a2"]
