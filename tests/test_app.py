@@ -8,8 +8,6 @@ sets, rather than on a delay the test hopes is long enough.
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +21,7 @@ from do_exporter.cloudflare import CloudflareClient
 from do_exporter.config import Config, Credential, Secret
 from do_exporter.simulator import Simulator
 from tests.conftest import ACCOUNT_A, TOKEN, ns, scenario
-from tests.support import SAFETY_TIMEOUT, wait_until
+from tests.support import SAFETY_TIMEOUT, loaded_by, wait_until
 
 MakeSim = Callable[..., Simulator]
 
@@ -181,11 +179,6 @@ def test_the_exporter_loads_the_server_and_scheduler_only_when_it_serves() -> No
     """``--once`` and ``--check`` never load the server, its web config (bcrypt, PyYAML), the
     scheduler or prometheus-client: every module costs resident memory (docs/benchmarks.md,
     Scale), and the target for 10M objects is 50 MB."""
-    code = (
-        "import sys, do_exporter.cli, do_exporter.app\n"
-        "heavy = {'yaml', 'bcrypt', 'apscheduler', 'prometheus_client', 'do_exporter.server',"
-        " 'do_exporter.webconfig', 'do_exporter.simulator'}\n"
-        "print(sorted(heavy & set(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    heavy = {"yaml", "bcrypt", "apscheduler", "prometheus_client", "do_exporter.server",
+             "do_exporter.webconfig", "do_exporter.simulator"}  # fmt: skip
+    assert heavy & loaded_by("do_exporter.cli", "do_exporter.app") == set()

@@ -8,6 +8,7 @@
   generous *safety* timeout only so that a broken test ends; no test asserts how long the wait
   took (a loaded machine may be slow, and that is not a failure).
 - :func:`simulators` is the body of a fixture that starts simulators on a clock.
+- :func:`loaded_by` names the modules a fresh interpreter has loaded after some imports.
 - :func:`run_cli` runs the command (``python -m do_exporter ARGS``) in this process, for
   tests of what it prints and returns; tests of the process itself (signals, exit of the
   interpreter, a port held) start a real one.
@@ -16,8 +17,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +59,13 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+def loaded_by(*modules: str) -> set[str]:
+    """Every module a fresh interpreter has loaded once it imported ``modules``."""
+    code = f"import sys, json, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
 
 
 def wait_until(
