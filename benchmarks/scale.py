@@ -9,7 +9,7 @@ main) with ``PYTHONPATH=/other/tree python benchmarks/scale.py ...``: it only us
 ``96bf873``, when ``Exporter`` still took an ``app.Target``.)
 
     python benchmarks/scale.py once [--accounts 10 --namespaces 500 --objects 2000] [--no-analytics]
-    python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30]
+    python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30] [--steady]
     python benchmarks/scale.py render [--accounts 20 --namespaces 500]
     python benchmarks/scale.py scrape [--accounts 20 --namespaces 500 --scrapers 20]
     python benchmarks/scale.py plain --scrapers 4 --scrapes 5   (plain-text scrapes: peak RSS)
@@ -63,9 +63,13 @@ def _exporter(config: Config, api_url: str, token: str, accounts: tuple[str, ...
     return Exporter(config, credential)
 
 
-def _sim_doc(accounts: int, namespaces: int, objects: int) -> dict[str, Any]:
+def _sim_doc(accounts: int, namespaces: int, objects: int, steady: bool = False) -> dict[str, Any]:
     doc = scenario([[objects] * namespaces for _ in range(accounts)])
     doc["tokens"] = [{"value": "scale-benchmark-token-0123456789abcdef0123"}]  # 40: the CLI checks
+    if steady:  # every status in every window: no series appears after the first poll
+        for account in doc["accounts"]:
+            for ns in account["namespaces"]:
+                ns["analytics"] = {"error_rate": 0.05, "client_disconnect_rate": 0.05}
     return doc
 
 
@@ -155,7 +159,7 @@ def run_render(args: argparse.Namespace) -> dict[str, Any]:
 def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
     """Real polls (walks and analytics queries against the simulator) published one after
     the other, as the daemon's schedule does; RSS after each."""
-    with SimProcess(_sim_doc(args.accounts, args.namespaces, args.objects)) as sim:
+    with SimProcess(_sim_doc(args.accounts, args.namespaces, args.objects, args.steady)) as sim:
         config = Config(analytics=args.analytics)
         exporter = _exporter(config, sim.api_url, sim.token, sim.account_ids)
         rss: list[float] = []
@@ -299,6 +303,9 @@ def main() -> None:
     p.add_argument("--polls", type=int, default=30)
     p.add_argument("--scrapers", type=int, default=20)
     p.add_argument("--scrapes", type=int, default=10, help="per scraper")
+    p.add_argument("--steady", action="store_true",
+                   help="daemon: every namespace reports every status from the first window "
+                   "(5%% errors, 5%% disconnects), so the series count does not grow")  # fmt: skip
     args = p.parse_args()
     if args.accounts is None:
         args.accounts = 10 if args.part == "once" else 20
