@@ -30,6 +30,7 @@ from .check import describe_error
 from .clock import SYSTEM, Clock
 from .cloudflare import CloudflareAPIError, CloudflareClient, RequestObserver
 from .config import Config, Credential, Secret, TokenFile, format_address
+from .httpwire import Streamed
 from .metrics.contract import estimate_series
 from .metrics.groups import INVENTORY
 from .metrics.selfmetrics import ExporterMetrics
@@ -37,19 +38,16 @@ from .model import Snapshot
 from .planner import AnalyticsPlan
 from .poller import Poller, Source
 from .ratelimit import Cancelled, RateLimiter
-from .httpwire import Streamed
 from .store import SnapshotStore
 from .tokenhealth import VERIFY_EVERY_HOURS, TokenHealth, problem, verify_credential
-
 
 if TYPE_CHECKING:  # imported by the daemon only: --once and --check never schedule or serve
     from apscheduler.events import JobExecutionEvent
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    from .jobs import DaemonExecutor
     from .server import MetricsServer
     from .webconfig import WebConfig
-
-    from .jobs import DaemonExecutor
 
 log = structlog.get_logger("do_exporter.app")
 

@@ -58,7 +58,7 @@ Task = Callable[[], None]
 class _Feed:
     """Tasks sorted by priority, taken one at a time: one queue entry for all of them."""
 
-    __slots__ = ("_tasks", "_next", "priority")
+    __slots__ = ("_next", "_tasks", "priority")
 
     def __init__(self, tasks: Iterator[tuple[float, Task]]) -> None:
         self._tasks = tasks

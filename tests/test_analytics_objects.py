@@ -305,12 +305,12 @@ def test_a_refused_permission_or_query_is_never_retried() -> None:
     for doc in (_error("authz", "not authorized"), _error("bad_request", "limit too big")):
         calls = []
 
-        def send(body: Mapping[str, Any], doc: Any = doc) -> Any:
+        def send(body: Mapping[str, Any], doc: Any = doc, calls: list[Any] = calls) -> Any:
             calls.append(body)
             return doc
 
         clock = FakeTime()
-        retry = Retry(now=lambda: clock.now, wait=clock.wait, deadline=None)
+        retry = Retry(now=lambda clock=clock: clock.now, wait=clock.wait, deadline=None)
         assert isinstance(a.fetch_usage(send, ACCOUNT_A, W, retry=retry), AnalyticsError)
         assert len(calls) == 1
     assert not AnalyticsError("http", "busy", status=429).transient

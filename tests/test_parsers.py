@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -15,7 +14,6 @@ from do_exporter.cloudflare import (
     parse_retry_after,
 )
 from tests.cf_helpers import env
-
 
 # -- pure parsers ---------------------------------------------------------------------
 

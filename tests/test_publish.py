@@ -23,7 +23,8 @@ from do_exporter.model import (
 from do_exporter.planner import Credential, WalkState
 from do_exporter.publish import Gathered, full_refresh, kept_accounts, next_account, publish
 from do_exporter.ratelimit import Lane
-from tests.test_planner import A, B, C, DISCOVER, account, snapshot
+from tests.test_planner import DISCOVER, A, B, account, snapshot
+
 
 def listed(*names: str) -> Listed:
     return Listed(tuple(Namespace(n) for n in names))

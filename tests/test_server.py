@@ -100,7 +100,7 @@ def test_head_has_the_get_headers_and_no_body(server: MetricsServer) -> None:
     assert head_headers["date"].endswith("GMT")
 
 
-def test_parts_over_tls(certs: Path) -> None:  # noqa: F811
+def test_parts_over_tls(certs: Path) -> None:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(certs / "server.crt", certs / "server.key")
     srv = MetricsServer("127.0.0.1", 0, metrics=parts, ready=lambda: True, web=WebConfig(tls=tls))

@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import json
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Callable

@@ -402,7 +402,7 @@ def test_start_up_runs_no_bcrypt_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bcrypt, "hashpw", refuse)
     monkeypatch.setattr(bcrypt, "checkpw", refuse)
     auth = BasicAuth({"a": b"$2b$14$" + GOOD[7:].encode(), "b": GOOD.encode()})
-    dummy = auth._dummy  # noqa: SLF001  (what an unknown user is checked against)
+    dummy = auth._dummy
     assert dummy.startswith(b"$2b$14$") and len(dummy) == 60
     monkeypatch.undo()
     assert not bcrypt.checkpw(b"anything", b"$2b$04$" + dummy[7:])  # well formed: no error

@@ -13,6 +13,7 @@ error retried like any) and frees its bytes for the others.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import threading
@@ -36,10 +37,8 @@ _allocator_set = False
 def share_malloc_arenas() -> None:
     """Cap glibc's malloc arenas at :data:`ARENA_MAX` (elsewhere nothing). Takes effect for
     arenas not yet made: called when this module is imported, before any worker thread."""
-    try:
+    with contextlib.suppress(AttributeError, OSError, TypeError):
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, ARENA_MAX)
-    except (AttributeError, OSError, TypeError):
-        pass
 
 
 def return_big_buffers_to_the_os() -> None:
@@ -55,10 +54,8 @@ def return_big_buffers_to_the_os() -> None:
     if _allocator_set:
         return
     _allocator_set = True
-    try:
+    with contextlib.suppress(AttributeError, OSError, TypeError):
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (AttributeError, OSError, TypeError):
-        pass
 
 
 class BudgetExhausted(Exception):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from do_exporter.simulator.faults import FaultRule, make_fault
-from do_exporter.simulator.traffic import Traffic, traffic_from_dict
 from do_exporter.simulator.ids import derive_hex
+from do_exporter.simulator.traffic import Traffic, traffic_from_dict
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 CURSOR_SHAPES = ("both", "cursor", "cursors", "both-different")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class Traffic:
     """A namespace's usage model; ``None`` fields get a default derived from the namespace.
