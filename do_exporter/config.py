@@ -177,7 +177,7 @@ class Config:
 
 def parse_listen_address(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``:9877``, ``0.0.0.0:9877``, ``[::1]:9877``) into host and port."""
-    return ListenAddress()(value, BY_DEST["listen_address"].where)  # type: ignore[no-any-return]
+    return ListenAddress()(value, BY_DEST["listen_address"].where)
 
 
 class _Source:

@@ -182,15 +182,15 @@ def _tls(raw: Any, base: Path) -> ssl.SSLContext | None:
             raise ConfigError(
                 f"{WHERE}: tls_server_config.{key} must be a string, not {_kind(raw[key])}"
             )
-    cert, key = raw.get("cert_file"), raw.get("key_file")
-    if not cert or not key:
+    cert, key_file = raw.get("cert_file"), raw.get("key_file")  # strings, if given (above)
+    if not cert or not key_file:
         raise ConfigError(f"{WHERE}: tls_server_config needs both cert_file and key_file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     version = raw.get("min_version", "TLS12")
     if version not in _VERSIONS:
         raise ConfigError(f"{WHERE}: min_version {_short(version)} is not TLS12 or TLS13")
     context.minimum_version = _VERSIONS[version]
-    cert_path, key_path = _path(base, cert, "cert_file"), _path(base, key, "key_file")
+    cert_path, key_path = _path(base, cert, "cert_file"), _path(base, key_file, "key_file")
     try:
         context.load_cert_chain(cert_path, key_path)
     except (OSError, ssl.SSLError) as exc:
@@ -275,7 +275,8 @@ def _short(value: object) -> str:
 
 
 def _kind(value: object) -> str:
-    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {list: "a list", dict: "a mapping"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _names(keys: set[str]) -> str:

@@ -16,7 +16,7 @@ Every problem is a :class:`YamlError` whose ``str()`` is one line with the line 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -34,7 +34,7 @@ class _BoundedLoader(yaml.SafeLoader):
     _depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
-        event = self.peek_event()
+        event = cast(Any, self).peek_event()  # untyped in PyYAML's stubs
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise ConstructorError(
                 None, None, "YAML anchors and aliases (&, *) are not accepted", event.start_mark
@@ -45,7 +45,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 raise ConstructorError(
                     None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
                 )
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return cast(Node, super().compose_node(parent, index))  # None only past the end
         finally:
             self._depth -= 1
 
@@ -70,7 +70,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 raise ConstructorError(
                     None, None, f"key {_short(key)} given twice", key_node.start_mark
                 )
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
         digits = sum(ch.isalnum() for ch in str(node.value))
@@ -78,7 +78,7 @@ class _BoundedLoader(yaml.SafeLoader):
             raise ConstructorError(
                 None, None, f"an integer of more than {MAX_INT_DIGITS} digits", node.start_mark
             )
-        return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        return super().construct_yaml_int(node)
 
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)

@@ -18,7 +18,7 @@ Example (one account, one namespace; ``NS`` stands for its three labels)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ..metrics import contract as c
 from .query import QUANTILES
@@ -186,7 +186,9 @@ def _adder(family: c.Family, metric: Metric) -> Callable[[object], None]:
         return lambda row: add_metric(list(row[0]), row[1])  # type: ignore[index]
 
     def add(row: object) -> None:
-        values, quantiles, total = row  # type: ignore[misc]
+        values, quantiles, total = cast(
+            "tuple[Sequence[str], Iterable[tuple[str, float]], tuple[float, float] | None]", row
+        )
         named = dict(zip(family.labels, values, strict=False))
         for label, value in quantiles:
             metric.add_sample(family.name, {**named, "quantile": label}, value)

@@ -15,7 +15,7 @@ import math
 import re
 import sys
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from .answers import AccountUsage, AnalyticsError, HotObject, Latency, NamespaceUsage, frozen
 from .query import (
@@ -75,12 +75,12 @@ PERIODIC_SUMS = {
 FLOAT_FIELDS = frozenset({"duration_gb_s"})
 
 
-def valid_namespace_id(value: Any) -> bool:
+def valid_namespace_id(value: Any) -> TypeGuard[str]:
     """A namespace id as Cloudflare writes it: 32 lower-case hex digits."""
     return isinstance(value, str) and len(value) == 32 and NAMESPACE_ID.fullmatch(value) is not None
 
 
-def valid_object_id(value: Any) -> bool:
+def valid_object_id(value: Any) -> TypeGuard[str]:
     """A Durable Object id: 64 lower-case hex digits."""
     return isinstance(value, str) and len(value) == 64 and OBJECT_ID.fullmatch(value) is not None
 
@@ -121,19 +121,21 @@ def decode_answer(
     An error status makes an :class:`AnalyticsError` (``graphql`` when the body carries
     ``errors[]``, else ``http``); ``errors[]`` inside a 200 is left for the parsers.
     """
+    doc: Mapping[str, Any]
     if isinstance(body, Mapping):
-        doc: Any = body
+        doc = body
     elif not isinstance(body, bytes | str):  # a decoded document that is not an object
         return invalid("answer is not a JSON object", status)
     else:
         if len(body) > MAX_BODY_BYTES:
             return invalid(f"answer larger than {MAX_BODY_BYTES} bytes", status)
         try:
-            doc = json.loads(body)
+            decoded = json.loads(body)
         except (ValueError, RecursionError):
             return invalid("answer is not JSON", status)
-        if not isinstance(doc, dict):
+        if not isinstance(decoded, dict):
             return invalid("answer is not a JSON object", status)
+        doc = decoded
     if status >= 400:
         errors = _graphql_errors(doc)
         if errors is not None:
@@ -258,33 +260,36 @@ def parse_analytics(
     if isinstance(got, AnalyticsError):
         return got
     paged, dropped, last_ids = got
-    parts = [
-        _usage(paged),
-        _maxes(paged[PERIODIC], "activeWebsocketConnections", PERIODIC),
-        _maxes(paged[SQL_STORAGE], "storedBytes", SQL_STORAGE),
-        _latency(paged[INVOCATIONS]),
-        _account_storage(account),
-        _statuses(account, status_page_size or status_limit(page_size)),
-        _hot(account, HOT_REQUESTS, "requests"),
-        _hot(account, HOT_CPU, "cpuTime"),
-    ]
-    for part in parts:
+    usage = _usage(paged)
+    websockets = _maxes(paged[PERIODIC], "activeWebsocketConnections", PERIODIC)
+    stored = _maxes(paged[SQL_STORAGE], "storedBytes", SQL_STORAGE)
+    latency = _latency(paged[INVOCATIONS])
+    account_bytes = _account_storage(account)
+    statuses = _statuses(account, status_page_size or status_limit(page_size))
+    hot_req = _hot(account, HOT_REQUESTS, "requests")
+    hot_cpu = _hot(account, HOT_CPU, "cpuTime")
+    for part in (usage, websockets, stored, latency, account_bytes, statuses, hot_req, hot_cpu):
         if isinstance(part, AnalyticsError):
             return part
-    usage, websockets, stored, latency, account_bytes, statuses, hot_req, hot_cpu = parts
-    statuses, n, last = statuses  # type: ignore[misc]
-    dropped += n + hot_req[1] + hot_cpu[1]  # type: ignore[index]
+    # No error is left (the loop returned it); said again for the type checker:
+    assert not isinstance(usage, AnalyticsError) and not isinstance(websockets, AnalyticsError)
+    assert not isinstance(stored, AnalyticsError) and not isinstance(latency, AnalyticsError)
+    assert not isinstance(account_bytes, AnalyticsError)
+    assert not isinstance(statuses, AnalyticsError)
+    assert not isinstance(hot_req, AnalyticsError) and not isinstance(hot_cpu, AnalyticsError)
+    by_status, n, last = statuses
+    dropped += n + hot_req[1] + hot_cpu[1]
     last_ids += [last] if last is not None else []
     return AccountUsage(
-        usage=usage,  # type: ignore[arg-type]
-        websockets=websockets,  # type: ignore[arg-type]
-        stored_bytes=stored,  # type: ignore[arg-type]
-        account_stored_bytes=account_bytes,  # type: ignore[arg-type]
+        usage=usage,
+        websockets=websockets,
+        stored_bytes=stored,
+        account_stored_bytes=account_bytes,
         next_after=min(last_ids) if last_ids else None,
-        latency=latency,  # type: ignore[arg-type]
-        statuses=statuses,
-        hot_requests=hot_req[0],  # type: ignore[index]
-        hot_cpu=hot_cpu[0],  # type: ignore[index]
+        latency=latency,
+        statuses=by_status,
+        hot_requests=hot_req[0],
+        hot_cpu=hot_cpu[0],
         dropped=dropped,
     )
 

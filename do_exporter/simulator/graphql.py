@@ -803,7 +803,7 @@ class GraphQLEndpoint:
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         first = (flt.lower // dataset.grain) * dataset.grain
         last = min(upper, math.floor(now))
-        for t in range(first, last, dataset.grain):
+        for t in range(int(first), int(last), dataset.grain):
             if t + dataset.grain > now:
                 break  # not even started closing
             fraction = min(1.0, max(0.0, (now - t - dataset.grain) / self.lag)) if self.lag else 1.0
@@ -861,7 +861,7 @@ class GraphQLEndpoint:
             elif dataset.name == "durableObjectsPeriodicGroups":
                 if fraction <= 0:
                     continue
-                ws = {"activeWebsocketConnections": fig.websockets}
+                ws: dict[str, float] = {"activeWebsocketConnections": fig.websockets}
                 for extra, values in split_usage(model, minute, fig.periodic, split):
                     out.append(({**row, **extra}, _partial(values, fraction), ws, 1))
             elif fig.stored_bytes is not None and fraction > 0:
