@@ -9,7 +9,7 @@ main) with ``PYTHONPATH=/other/tree python benchmarks/scale.py ...``: it only us
 ``96bf873``, when ``Exporter`` still took an ``app.Target``.)
 
     python benchmarks/scale.py once [--accounts 10 --namespaces 500 --objects 2000] [--no-analytics]
-    python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30] [--steady]
+    python benchmarks/scale.py daemon [--accounts 20 --namespaces 500 --polls 30 --steady --trace]
     python benchmarks/scale.py render [--accounts 20 --namespaces 500]
     python benchmarks/scale.py scrape [--accounts 20 --namespaces 500 --scrapers 20]
     python benchmarks/scale.py plain --scrapers 4 --scrapes 5   (plain-text scrapes: peak RSS)
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -165,6 +166,10 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
         rss: list[float] = []
         walls: list[float] = []
         lines: list[int] = []
+        traced: list[float] = []
+        snapshots: dict[int, tracemalloc.Snapshot] = {}
+        if args.trace:
+            tracemalloc.start(12)
         for _ in range(args.polls):
             started = time.perf_counter()
             exporter.poll_once()
@@ -173,18 +178,26 @@ def run_daemon(args: argparse.Namespace) -> dict[str, Any]:
             # Lines of the exposition (counted a piece at a time, after the RSS is read): new
             # series appear while polls go on, as namespaces first report a rarer status.
             lines.append(sum(part.count(b"\n") for part in exporter.exposition_parts(False)))
+            if args.trace:  # Python's own memory: what grows is named at the end
+                traced.append(round(tracemalloc.get_traced_memory()[0] / 2**20, 2))
+                if len(rss) in (3, args.polls):
+                    snapshots[len(rss)] = tracemalloc.take_snapshot()
             print(json.dumps({"poll": len(rss), "wall_s": round(walls[-1], 1),
                               "rss_mb": round(rss[-1], 1), "peak_mb": status_kb("VmHWM") // 1024,
                               "lines": lines[-1], "load": os.getloadavg()[0]}),
                   file=sys.stderr, flush=True)  # fmt: skip  (progress of a long run)
         peak = status_kb("VmHWM")
         exporter.session.close()
+    if len(snapshots) == 2:
+        for stat in snapshots[args.polls].compare_to(snapshots[3], "traceback")[:6]:
+            print(stat, *stat.traceback.format()[-6:], sep="\n    ", file=sys.stderr)
     return {
         "part": "daemon",
         "namespaces": args.accounts * args.namespaces,
         "analytics": args.analytics,
         "polls": args.polls,
         "exposition_lines_after_poll": lines,
+        "traced_mb_after_poll": traced,
         "poll_wall_s_median": statistics.median(walls),
         "rss_mb_after_poll": [round(r, 1) for r in rss],
         "rss_growth_after_third_mb": round(max(rss[2:]) - rss[2], 1) if len(rss) > 2 else None,
@@ -303,6 +316,9 @@ def main() -> None:
     p.add_argument("--polls", type=int, default=30)
     p.add_argument("--scrapers", type=int, default=20)
     p.add_argument("--scrapes", type=int, default=10, help="per scraper")
+    p.add_argument("--trace", action="store_true",
+                   help="daemon: Python's own memory after each poll (tracemalloc; slower), "
+                   "and what grew from the third poll to the last")  # fmt: skip
     p.add_argument("--steady", action="store_true",
                    help="daemon: every namespace reports every status from the first window "
                    "(5%% errors, 5%% disconnects), so the series count does not grow")  # fmt: skip
