@@ -33,6 +33,7 @@ from .config import Config, Credential, Secret, TokenFile, format_address
 from .httpwire import Streamed
 from .metrics.contract import estimate_series
 from .metrics.groups import INVENTORY
+from .metrics.gzipstream import crc32_combine, stream
 from .metrics.selfmetrics import ExporterMetrics
 from .model import Snapshot
 from .planner import AnalyticsPlan
@@ -277,10 +278,11 @@ class Exporter:
     def exposition_parts(self, compressed: bool = False) -> Iterable[bytes]:
         """What ``/metrics`` serves: the snapshot's pre-rendered part, then own metrics.
 
-        With ``compressed`` both are gzip members: the snapshot's part was compressed once
-        when it was published; the small own-metrics part is rendered and compressed at most
-        once a second and once per snapshot (:meth:`ExporterMetrics.exposition`). The
-        server sends the parts back to back, so the large one is never copied. Without, the
+        With ``compressed`` both are raw deflate segments sent as one gzip member (header,
+        segments, trailer): the snapshot's were compressed once when it was published; the
+        small own-metrics part is rendered and compressed at most once a second and once per
+        snapshot (:meth:`ExporterMetrics.segment`). The server sends the parts back to back,
+        so the large one is never copied. Without, the
         plain text is inflated a piece at a time while it is sent (:class:`Streamed`: its
         length is known from the render, so it is never held whole).
         """
@@ -288,10 +290,13 @@ class Exporter:
         # Read after the exposition: the same snapshot or a newer one, so the own metrics
         # rendered for it are at least as new as the part served.
         snapshot = self.store.snapshot
-        own = self.metrics.exposition(compressed, epoch=snapshot)
-        if compressed:
-            return iter((*rendered.gzip_parts, own))
-        return Streamed(rendered.plain_length + len(own), itertools.chain(rendered.plain(), (own,)))
+        if compressed:  # one gzip member: every client decodes it (docs/architecture.md)
+            own = self.metrics.segment(epoch=snapshot)
+            crc = crc32_combine(rendered.crc, own.crc, own.length)
+            return stream((*rendered.segments, own.data), crc, rendered.plain_length + own.length)
+        text = self.metrics.exposition(epoch=snapshot)
+        pieces = itertools.chain(rendered.plain(), (text,))
+        return Streamed(rendered.plain_length + len(text), pieces)
 
     def ready(self) -> bool:
         return self.store.snapshot.ready

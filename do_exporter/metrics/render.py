@@ -11,9 +11,10 @@ The shared family-building code of every builder:
   whose key equals the last render's is not written again, its gzip member is reused.
 
 An :class:`Exposition` holds one form only: per family, its ``# HELP``/``# TYPE`` header and
-its parts as gzip members back to back, which every gzip reader decodes as one stream
-(RFC 1952, 2.2). The plain text is inflated member by member while it is sent
-(:meth:`Exposition.plain`). A family's samples stay together, in contract order.
+its parts, each compressed on its own as a raw deflate segment (:mod:`.gzipstream`); sent
+back to back between a gzip header and trailer they are one gzip member, which every client
+decodes. The plain text is inflated while it is sent (:meth:`Exposition.plain`). A
+family's samples stay together, in contract order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from . import gzipstream
 from .contract import ALL_GROUPS, Family, enabled_family
 
 Row = tuple[Sequence[str], float]
@@ -146,9 +148,8 @@ class Part:
     write: Callable[[], str]
 
 
-def _gzip(data: str, level: int) -> bytes:
-    z = zlib.compressobj(level, zlib.DEFLATED, 31)
-    return z.compress(data.encode("utf-8")) + z.flush()
+def _deflate(data: str, level: int) -> gzipstream.Segment:
+    return gzipstream.deflate(data.encode("utf-8"), level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,32 +159,39 @@ class _Member:
     start: int
     end: int
     plain: int  # bytes once inflated
+    crc: int  # CRC-32 of those bytes
 
 
 @dataclass(frozen=True, slots=True)
 class _Block:
-    """One family: its header and parts as gzip members in one byte string."""
+    """One family: its header and parts as deflate segments in one byte string."""
 
     family: Family
     data: bytes
     members: tuple[_Member, ...]  # in order; the first is the header
     by_scope: dict[str, _Member]
+    crc: int  # of the whole block's text
+    plain: int
 
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
-    """A rendered exposition: gzip members, one byte string per family."""
+    """A rendered exposition: deflate segments, one byte string per family, and the CRC-32
+    and length of the whole text (what a gzip trailer needs)."""
 
     blocks: tuple[_Block, ...] = ()
+    crc: int = 0
+    plain_length: int = 0
 
     @property
-    def gzip_parts(self) -> tuple[bytes, ...]:
-        """The exposition as one gzip stream, in parts that are sent back to back."""
+    def segments(self) -> tuple[bytes, ...]:
+        """The blocks' deflate data, to send between a gzip header and trailer."""
         return tuple(b.data for b in self.blocks)
 
     @property
-    def plain_length(self) -> int:
-        return sum(m.plain for b in self.blocks for m in b.members)
+    def gzip_parts(self) -> tuple[bytes, ...]:
+        """The exposition alone as one gzip member, in parts sent back to back."""
+        return gzipstream.stream(self.segments, self.crc, self.plain_length)
 
     @property
     def gzip_length(self) -> int:
@@ -193,23 +201,24 @@ class Exposition:
         """The plain text, inflated a piece of about 256 KiB at a time (never held whole;
         few pieces, so a writer can gather them in one system call)."""
         buffer = bytearray()
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # the segments make one raw stream
         for block in self.blocks:
-            view = memoryview(block.data)
-            for member in block.members:
-                inflater = zlib.decompressobj(31)
-                data: bytes | memoryview = view[member.start : member.end]
-                while data:
-                    buffer += inflater.decompress(data, _PIECE)
-                    data = inflater.unconsumed_tail
-                    if len(buffer) >= _PIECE:
-                        yield bytes(buffer)
-                        buffer.clear()
-                buffer += inflater.flush()
+            data: bytes | memoryview = memoryview(block.data)
+            while data:
+                buffer += inflater.decompress(data, _PIECE)
+                data = inflater.unconsumed_tail
+                if len(buffer) >= _PIECE:
+                    yield bytes(buffer)
+                    buffer.clear()
+        buffer += inflater.flush()
         if buffer:
             yield bytes(buffer)
 
     def text(self) -> bytes:
         return b"".join(self.plain())
+
+
+_Chunk = tuple[str, object, "bytes | memoryview", int, int]  # scope, key, data, plain, crc
 
 
 class Renderer:
@@ -230,9 +239,7 @@ class Renderer:
         """``families`` in exposition order (each gets its header even without samples);
         ``parts`` in any order, a part of a family not listed is dropped."""
         wanted = {f.name: f for f in families if enabled_family(f, self.enabled)}
-        chunks: dict[str, list[tuple[str, object, bytes | memoryview, int]]] = {
-            n: [] for n in wanted
-        }
+        chunks: dict[str, list[_Chunk]] = {n: [] for n in wanted}
         written = 0
         for part in parts:
             name = part.family.name
@@ -240,42 +247,47 @@ class Renderer:
                 continue
             reused = self._reuse(name, part)
             if reused is None:
-                body = part.write()
-                data: bytes | memoryview = _gzip(body, self.level)
-                plain = len(body.encode("utf-8"))
+                segment = _deflate(part.write(), self.level)
+                data: bytes | memoryview = segment.data
+                plain, crc = segment.length, segment.crc
                 written += 1
             else:
-                data, plain = reused
-            chunks[name].append((part.scope, part.key, data, plain))
+                data, plain, crc = reused
+            chunks[name].append((part.scope, part.key, data, plain, crc))
         blocks = tuple(self._block(wanted[name], members) for name, members in chunks.items())
         self._last = {b.family.name: b for b in blocks}
         self.escape.next_generation()
         self.written = written
-        return Exposition(blocks)
+        crc = 0
+        for block in blocks:
+            crc = gzipstream.crc32_combine(crc, block.crc, block.plain)
+        return Exposition(blocks, crc, sum(block.plain for block in blocks))
 
-    def _reuse(self, name: str, part: Part) -> tuple[memoryview, int] | None:
+    def _reuse(self, name: str, part: Part) -> tuple[memoryview, int, int] | None:
         block = self._last.get(name)
         if block is None or part.key is None:
             return None
         member = block.by_scope.get(part.scope)
         if member is None or (member.key is not part.key and member.key != part.key):
             return None
-        return memoryview(block.data)[member.start : member.end], member.plain
+        return memoryview(block.data)[member.start : member.end], member.plain, member.crc
 
-    def _block(
-        self, family: Family, chunks: list[tuple[str, object, bytes | memoryview, int]]
-    ) -> _Block:
+    def _block(self, family: Family, chunks: list[_Chunk]) -> _Block:
         last = self._last.get(family.name)
         if last is not None:
-            header: bytes | memoryview = memoryview(last.data)[: last.members[0].end]
+            first = last.members[0]
+            header = _Member("#", None, 0, first.end, first.plain, first.crc)
+            head: bytes | memoryview = memoryview(last.data)[: first.end]
         else:
-            header = _gzip(family.header, self.level)
-        members = [_Member("#", None, 0, len(header), len(family.header.encode("utf-8")))]
-        at = len(header)
-        pieces: list[bytes | memoryview] = [header]
-        for scope, key, data, plain in chunks:
-            members.append(_Member(scope, key, at, at + len(data), plain))
+            segment = _deflate(family.header, self.level)
+            head = segment.data
+            header = _Member("#", None, 0, len(head), segment.length, segment.crc)
+        members, pieces = [header], [head]
+        at, crc, length = len(head), header.crc, header.plain
+        for scope, key, data, plain, part_crc in chunks:
+            members.append(_Member(scope, key, at, at + len(data), plain, part_crc))
             at += len(data)
             pieces.append(data)
+            crc, length = gzipstream.crc32_combine(crc, part_crc, plain), length + plain
         by_scope = {m.scope: m for m in members[1:]}
-        return _Block(family, b"".join(pieces), tuple(members), by_scope)
+        return _Block(family, b"".join(pieces), tuple(members), by_scope, crc, length)

@@ -15,7 +15,6 @@ count as ``other``, however many the API invents; values are cut to :data:`MAX_V
 from __future__ import annotations
 
 import bisect
-import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import __version__
 from . import contract as c
+from . import gzipstream
 from .render import Row, family_lines, lines, number
 from .tokens import TokenHealthMetrics
 
@@ -77,7 +77,7 @@ class ExporterMetrics:
         self._render_lock = threading.Lock()
         self._rendered_at: float | None = None
         self._text = b""
-        self._gzipped: bytes | None = None
+        self._segment: gzipstream.Segment | None = None
         self._epoch: object = None
         self._requests: dict[tuple[str, str], int] = {}
         self._durations: dict[str, _Histogram] = {}
@@ -136,21 +136,32 @@ class ExporterMetrics:
     # -- exposition -----------------------------------------------------------------------
 
     def exposition(self, compressed: bool = False, *, epoch: object = None) -> bytes:
-        """The text exposition of these metrics (a gzip member if ``compressed``), written
-        at most once per :data:`RENDER_EVERY` seconds of ``clock``, and again whenever
-        ``epoch`` is not the object of the last render: the app passes the snapshot it
-        serves, so these counters are never older than the snapshot beside them."""
+        """The text exposition of these metrics (gzip if ``compressed``), written at most
+        once per :data:`RENDER_EVERY` seconds of ``clock``, and again whenever ``epoch`` is
+        not the object of the last render: the app passes the snapshot it serves, so these
+        counters are never older than the snapshot beside them."""
+        if not compressed:
+            with self._render_lock:
+                return self._render(epoch)
+        segment = self.segment(epoch=epoch)
+        return b"".join(gzipstream.stream((segment.data,), segment.crc, segment.length))
+
+    def segment(self, *, epoch: object = None) -> gzipstream.Segment:
+        """The same text as a raw deflate segment, to send after the snapshot's (one gzip
+        member for both); compressed once per render."""
         with self._render_lock:
-            now = self._clock()
-            at = self._rendered_at
-            if at is None or not at <= now < at + RENDER_EVERY or epoch is not self._epoch:
-                self._text, self._gzipped, self._rendered_at = self.text().encode(), None, now
-                self._epoch = epoch
-            if not compressed:
-                return self._text
-            if self._gzipped is None:
-                self._gzipped = gzip.compress(self._text, compresslevel=1, mtime=0)
-            return self._gzipped
+            text = self._render(epoch)
+            if self._segment is None:
+                self._segment = gzipstream.deflate(text, 1)
+            return self._segment
+
+    def _render(self, epoch: object) -> bytes:  # under self._render_lock
+        now = self._clock()
+        at = self._rendered_at
+        if at is None or not at <= now < at + RENDER_EVERY or epoch is not self._epoch:
+            self._text, self._segment, self._rendered_at = self.text().encode(), None, now
+            self._epoch = epoch
+        return self._text
 
     def text(self) -> str:
         """These families, written now."""
