@@ -240,7 +240,7 @@ class Renderer:
         ``parts`` in any order, a part of a family not listed is dropped."""
         wanted = {f.name: f for f in families if enabled_family(f, self.enabled)}
         chunks: dict[str, list[_Chunk]] = {n: [] for n in wanted}
-        written = 0
+        written, rewritten = 0, set()
         for part in parts:
             name = part.family.name
             if name not in wanted:
@@ -251,10 +251,14 @@ class Renderer:
                 data: bytes | memoryview = segment.data
                 plain, crc = segment.length, segment.crc
                 written += 1
+                rewritten.add(name)
             else:
                 data, plain, crc = reused
             chunks[name].append((part.scope, part.key, data, plain, crc))
-        blocks = tuple(self._block(wanted[name], members) for name, members in chunks.items())
+        blocks = tuple(
+            self._block(wanted[name], members, name in rewritten)
+            for name, members in chunks.items()
+        )
         self._last = {b.family.name: b for b in blocks}
         self.escape.next_generation()
         self.written = written
@@ -272,8 +276,14 @@ class Renderer:
             return None
         return memoryview(block.data)[member.start : member.end], member.plain, member.crc
 
-    def _block(self, family: Family, chunks: list[_Chunk]) -> _Block:
+    def _block(self, family: Family, chunks: list[_Chunk], rewritten: bool) -> _Block:
         last = self._last.get(family.name)
+        if (
+            not rewritten
+            and last is not None
+            and [c[0] for c in chunks] == [m.scope for m in last.members[1:]]
+        ):
+            return last  # every part reused, in the same order: the same bytes
         if last is not None:
             first = last.members[0]
             header = _Member("#", None, 0, first.end, first.plain, first.crc)
