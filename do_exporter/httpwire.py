@@ -22,7 +22,7 @@ SERVER = f"do-exporter/{__version__}"
 @dataclass(frozen=True, slots=True)
 class Streamed:
     """A body of known length whose pieces are made while it is sent (the plain text
-    inflated from the held gzip members): never joined, never held whole."""
+    inflated from the held deflate segments): never joined, never held whole."""
 
     length: int
     pieces: Iterable[bytes]

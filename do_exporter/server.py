@@ -61,9 +61,9 @@ KNOWN = frozenset({"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNEC
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
 TARPIT = 1.0  # seconds before a client over the authentication limits gets its 429
 
-# What /metrics serves: the body, whole or in parts that are sent back to back (gzip members,
+# What /metrics serves: the body, whole or in parts that are sent back to back (one gzip member,
 # or the pre-rendered snapshot and the own metrics), so a large body is never copied to join;
-# or Streamed, its pieces made while it is sent (the plain text, inflated from the gzip).
+# or Streamed, its pieces made while it is sent (the plain text, inflated from the segments).
 Body = bytes | Streamed | Iterable[bytes]
 
 

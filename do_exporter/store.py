@@ -17,11 +17,11 @@ from .model import Snapshot
 
 
 class SnapshotStore:
-    """Holds the snapshot with its exposition, in one form: gzip members per family and
+    """Holds the snapshot with its exposition, in one form: deflate segments per family and
     account (:class:`~do_exporter.metrics.render.Exposition`). A scrape that asks for gzip
-    gets them as they are, followed by a member of the exporter's own metrics, which every
-    gzip reader (Prometheus' included) decodes as one stream (RFC 1952, section 2.2); the
-    rare scrape without gzip gets the text inflated while it is sent.
+    gets them as they are, followed by a segment of the exporter's own metrics, between a
+    gzip header and trailer: one gzip member, which every client decodes; the rare scrape
+    without gzip gets the text inflated while it is sent.
     """
 
     def __init__(

@@ -8,7 +8,7 @@ The shared family-building code of every builder:
 - :class:`Escaper` escapes each label value once and reuses it while it is in use;
 - :class:`Renderer` turns :class:`Part` s (one family's lines for one scope, usually an
   account, with a key saying what they were made from) into an :class:`Exposition`: a part
-  whose key equals the last render's is not written again, its gzip member is reused.
+  whose key equals the last render's is not written again, its deflate segment is reused.
 
 An :class:`Exposition` holds one form only: per family, its ``# HELP``/``# TYPE`` header and
 its parts, each compressed on its own as a raw deflate segment (:mod:`.gzipstream`); sent
