@@ -193,10 +193,6 @@ class Exposition:
         """The exposition alone as one gzip member, in parts sent back to back."""
         return gzipstream.stream(self.segments, self.crc, self.plain_length)
 
-    @property
-    def gzip_length(self) -> int:
-        return sum(len(b.data) for b in self.blocks)
-
     def plain(self) -> Iterator[bytes]:
         """The plain text, inflated a piece of about 256 KiB at a time (never held whole;
         few pieces, so a writer can gather them in one system call)."""
